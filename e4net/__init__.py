@@ -1,0 +1,14 @@
+"""e4net: exact, fast rotation- and reflection-equivariant CNNs (E4-Net, NeurIPS 2021).
+
+* :mod:`e4net.groups` -- p4 / p4m and their actions (the conventions live in its docstring).
+* :mod:`e4net.nn` -- LiftingConv, GroupConv (Eq. 5), E4Conv (Eq. 12), GroupBatchNorm, pooling.
+* :mod:`e4net.backends` -- implementations of the E4 aggregation.
+* :mod:`e4net.analysis` -- :func:`count` (params / MACs).
+"""
+
+from . import backends, groups, nn
+from .analysis import Count, count
+
+__version__ = "0.1.0"
+
+__all__ = ["groups", "nn", "backends", "count", "Count", "__version__"]

@@ -1,0 +1,31 @@
+"""Memory-efficient E4 aggregation in plain PyTorch: shift-and-accumulate over the k^2 offsets, no unfold.
+
+Each offset reads a strided *view* of the zero-padded ``v`` and multiplies it with one plane of the transformed
+kernel, so the extra memory is one output-sized accumulator instead of the k^2-fold unfold. Works on any device
+and under autograd; it is the fallback of the fused backends.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def aggregate_shift(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    from . import output_size, transform_kernel
+
+    b, c, n, h, w = v.shape
+    s, kk = kernel.shape[1], kernel.shape[2]
+    k = int(round(kk**0.5))
+    p = k // 2
+    ho, wo = output_size(h, k, stride), output_size(w, k, stride)
+    kt = transform_kernel(kernel, perm).unsqueeze(1)  # (B, 1, s, k*k, |A|, H', W')
+    vp = F.pad(v, (p, p, p, p)).view(b, c // s, s, n, h + 2 * p, w + 2 * p)
+    out = None
+    for u in range(kk):
+        dy, dx = divmod(u, k)
+        patch = vp[..., dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
+        term = patch * kt[:, :, :, u]
+        out = term if out is None else out.add_(term)
+    assert out is not None
+    return out.reshape(b, c, n, ho, wo)

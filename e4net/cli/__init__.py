@@ -1,0 +1,1 @@
+"""The ``e4net`` command line (``e4net --help``)."""

@@ -1,0 +1,50 @@
+"""``e4net`` entry point: one sub-command per module of :mod:`e4net.cli`.
+
+Each sub-command module defines ``add_parser(subparsers)`` (returning its parser, whose ``func`` default is
+the function to run with the parsed args, returning an exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import E4NetError
+
+# Sub-command modules, in the order --help lists them.
+COMMANDS: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="e4net",
+        description="Exact, fast p4/p4m-equivariant CNNs: the E4-Net reference implementation.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"e4net {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (E4NetError, ValueError, FileNotFoundError) as exc:
+        print(f"e4net {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"e4net {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

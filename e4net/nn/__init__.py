@@ -1,0 +1,21 @@
+"""Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
+
+from .conv import GroupConv, LiftingConv
+from .e4 import CONCAT_MODES, E4Conv, SlotwiseLinear
+from .norm import GroupBatchNorm
+from .pooling import GlobalAvgPool, GlobalMaxPool, GroupAvgPool, GroupMaxPool, SpatialAvgPool2d, SpatialMaxPool2d
+
+__all__ = [
+    "LiftingConv",
+    "GroupConv",
+    "E4Conv",
+    "SlotwiseLinear",
+    "CONCAT_MODES",
+    "GroupBatchNorm",
+    "GroupMaxPool",
+    "GroupAvgPool",
+    "SpatialMaxPool2d",
+    "SpatialAvgPool2d",
+    "GlobalMaxPool",
+    "GlobalAvgPool",
+]

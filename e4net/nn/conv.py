@@ -1,0 +1,116 @@
+"""Lifting convolution (Sec. 3.2, first layer) and group convolution (G-CNN, Eq. 5).
+
+Both build their filter bank from one learnable kernel with the group actions of :mod:`e4net.groups`
+(``image_filter_bank`` / ``group_filter_bank``), then run a single ``conv2d``: one large matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..groups import Group, resolve
+from ._checks import check_exact_stride, check_feature_map, check_image, check_kernel_size, check_positive, check_stride
+
+
+class _GroupConvBase(nn.Module):
+    group: Group
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int, bias: bool):
+        super().__init__()
+        name = type(self).__name__
+        self.in_channels = check_positive(in_channels, "in_channels", name)
+        self.out_channels = check_positive(out_channels, "out_channels", name)
+        self.kernel_size = check_kernel_size(kernel_size, name)
+        self.stride = check_stride(stride, name)
+        self.group = resolve(group)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+
+    def _fan_in(self) -> int:
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        # He-uniform for ReLU networks, with the true fan-in of one output (all input fields and group slots).
+        fan_in = self._fan_in()
+        bound = math.sqrt(6.0 / fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
+
+    def _finish(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        y = y.view(batch, self.out_channels, self.group.order, y.shape[-2], y.shape[-1])
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, group={self.group.name}"
+        if self.stride != 1:
+            s += f", stride={self.stride}"
+        return s + f", bias={self.bias is not None}"
+
+
+class LiftingConv(_GroupConvBase):
+    """Lift images ``(B, Cin, H, W)`` to group feature maps ``(B, Cout, |A|, H', W')``.
+
+    ``f'(x, a) = sum_y psi(a^-1 (y - x)) f(y)``: output slot ``a`` correlates with the kernel transformed by ``a``.
+    Zero "same" padding (``k // 2``). Params ``Cout Cin k^2``; MACs ``Cout |A| Cin k^2 H' W'``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    def _fan_in(self) -> int:
+        return self.in_channels * self.kernel_size**2
+
+    def filter_bank(self) -> torch.Tensor:
+        """The ``(Cout |A|, Cin, k, k)`` filters of one ``conv2d``."""
+        k = self.kernel_size
+        return self.group.image_filter_bank(self.weight).reshape(-1, self.in_channels, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(x, self.in_channels, type(self).__name__)
+        check_exact_stride(x, self.stride, type(self).__name__)
+        y = F.conv2d(x, self.filter_bank(), None, self.stride, self.kernel_size // 2)
+        return self._finish(y, x.shape[0])
+
+    def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        return output[0].numel() * self.in_channels * self.kernel_size**2
+
+
+class GroupConv(_GroupConvBase):
+    """Group convolution on p4 / p4m feature maps, the G-CNN layer of Eq. 5.
+
+    ``f'(x, a) = sum_{y, b} W(a^-1 (y - x), a^-1 b) f(y, b)``: ``weight[o, i, b]`` is the k x k kernel at relative
+    group position ``b = g^-1 g~`` (Theorem 1); the filter for output slot ``a`` is ``T_a W`` (regular action).
+    Params ``Cout Cin |A| k^2``; MACs ``Cout |A| Cin |A| k^2 H' W'`` (``c^2 k^2 |A|^2 h w``, Sec. 4.2).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
+        n = self.group.order
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    def _fan_in(self) -> int:
+        return self.in_channels * self.group.order * self.kernel_size**2
+
+    def filter_bank(self) -> torch.Tensor:
+        """The ``(Cout |A|, Cin |A|, k, k)`` filters of one ``conv2d``."""
+        k, n = self.kernel_size, self.group.order
+        return self.group.group_filter_bank(self.weight).reshape(self.out_channels * n, self.in_channels * n, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, self.in_channels, self.group, type(self).__name__)
+        check_exact_stride(x, self.stride, type(self).__name__)
+        b, c, n, h, w = x.shape
+        y = F.conv2d(x.reshape(b, c * n, h, w), self.filter_bank(), None, self.stride, self.kernel_size // 2)
+        return self._finish(y, b)
+
+    def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        return output[0].numel() * self.in_channels * self.group.order * self.kernel_size**2

@@ -1,0 +1,171 @@
+"""The E4 layer (Eq. 11-12, Fig. 1): a kernel generator K and an encoder V over the concatenation along A,
+dynamic per-pixel kernels transformed per group element, and a depthwise spatial aggregation.
+
+    f'(g) = sum_{g~ in N1(g)}  K_{g^-1 g~}( U_{g' in N2(g)} f(g') )  ⊙  V( U_{g~' in N2(g~)} f(g~') )       (Eq. 12)
+
+* ``N2(g) = {g (0, a) : a in A}`` -- the concatenation along the group's rotation/reflection part, in the order
+  of :meth:`e4net.groups.Group.elements`. A linear map of that concatenation is a group 1x1 convolution
+  (:class:`~e4net.nn.conv.GroupConv` with ``kernel_size=1``). ``concat="none"`` uses ``N2(g) = {g}`` instead:
+  the same linear map on every group slot (:class:`SlotwiseLinear`). Table 2 switches this for K and V.
+* ``K~(x) = W2 ReLU(Norm(W1 x))`` (Sec. 4.1) with ``W1: C_in|A| -> C_in/r`` and ``W2: C_in/r -> s k^2``
+  produces ``s`` k x k kernels per pixel and group element; output channel ``i`` uses slice ``i mod s``.
+* ``N1(g) = {g (v, e) : v in Omega}``: the spatial k x k neighbourhood *in the frame of g*. The kernel generated
+  at ``g = (x, a)`` is therefore transformed by ``a`` before it is applied, so it always acts at the relative
+  position ``g^-1 g~`` (Theorem 1). The aggregation is done by a backend of :mod:`e4net.backends`.
+
+Cost (Sec. 4.2, ``c = C_in = C_out``): params ``c^2|A|(1 + 1/r) + c s k^2 / r`` (+ the norm's ``2c/r`` affine
+parameters + the generator's ``s k^2`` bias + ``c`` output bias if ``bias=True``); MACs
+``(1 + 1/r) c^2 |A|^2 hw + (1 + s/r) k^2 c |A| hw``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends import aggregate, check_backend
+from ..groups import Group, resolve
+from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
+from .conv import GroupConv
+from .norm import GroupBatchNorm
+
+CONCAT_MODES = ("both", "kernel", "value", "none")
+
+
+class SlotwiseLinear(nn.Module):
+    """The same linear map ``C_in -> C_out`` at every pixel and every group slot (``N2(g) = {g}``).
+
+    Equivariant because it commutes with every permutation of the group axis and of the pixels.
+    Params ``C_out C_in`` (+ ``C_out`` bias); MACs ``C_out C_in |A| h w``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
+        super().__init__()
+        self.in_channels = check_positive(in_channels, "in_channels", type(self).__name__)
+        self.out_channels = check_positive(out_channels, "out_channels", type(self).__name__)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = math.sqrt(6.0 / self.in_channels)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
+        b, c, n, h, w = x.shape
+        y = F.conv2d(x.reshape(b, c, n * h, w), self.weight[:, :, None, None], self.bias)
+        return y.view(b, self.out_channels, n, h, w)
+
+    def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        return output[0].numel() * self.in_channels
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
+
+
+class E4Conv(nn.Module):
+    """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``.
+
+    Args:
+        in_channels, out_channels: numbers of fields.
+        kernel_size: odd spatial size k of the generated kernels (|Omega| = k^2).
+        group: ``"p4"``, ``"p4m"`` or a :class:`~e4net.groups.Group`.
+        reduction: reduction ratio r of the kernel generator (hidden width ``max(1, C_in // r)``).
+        slices: number s of kernels generated per pixel and group element; ``out_channels % s == 0``.
+        stride: output grid subsampling; > 1 only on odd-sized maps (exactness, see ``check_exact_stride``).
+        concat: where the concatenation along A is used: ``"both"`` (K and V), ``"kernel"``, ``"value"``, ``"none"``.
+        backend: aggregation backend name (:func:`e4net.backends.available_backends`), ``"auto"`` by default.
+        bias: add a learnable per-field output bias (shared over the group).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: str | Group,
+        reduction: int = 1,
+        slices: int = 2,
+        stride: int = 1,
+        concat: str = "both",
+        backend: str = "auto",
+        bias: bool = False,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        self.in_channels = check_positive(in_channels, "in_channels", name)
+        self.out_channels = check_positive(out_channels, "out_channels", name)
+        self.kernel_size = check_kernel_size(kernel_size, name)
+        self.group = resolve(group)
+        self.reduction = check_positive(reduction, "reduction", name)
+        self.slices = check_positive(slices, "slices", name)
+        self.stride = check_stride(stride, name)
+        if out_channels % slices:
+            raise ValueError(f"{name}: out_channels ({out_channels}) must be divisible by slices ({slices})")
+        if concat not in CONCAT_MODES:
+            raise ValueError(f"{name}: concat must be one of {CONCAT_MODES}, got {concat!r}")
+        self.concat = concat
+        self.backend = check_backend(backend)
+        self.hidden_channels = max(1, in_channels // reduction)
+        k2 = kernel_size * kernel_size
+
+        def linear(cin: int, cout: int, mix: bool) -> nn.Module:
+            return GroupConv(cin, cout, 1, self.group) if mix else SlotwiseLinear(cin, cout)
+
+        # Encoder V and kernel generator K~ = W2 ReLU(Norm(W1 .)), Sec. 4.1.
+        self.value = linear(in_channels, out_channels, concat in ("both", "value"))
+        self.reduce = linear(in_channels, self.hidden_channels, concat in ("both", "kernel"))
+        self.norm = GroupBatchNorm(self.hidden_channels, self.group)
+        self.span = SlotwiseLinear(self.hidden_channels, slices * k2, bias=True)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.register_buffer("perm", self.group.kernel_permutation(kernel_size), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in (self.value, self.reduce, self.norm, self.span):
+            m.reset_parameters()
+        # Start the generated kernels at the scale of a k x k average so activations keep their size.
+        nn.init.normal_(self.span.weight, 0.0, 1.0 / (self.kernel_size**2 * math.sqrt(self.hidden_channels)))
+        if self.span.bias is not None:
+            nn.init.constant_(self.span.bias, 1.0 / self.kernel_size**2)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot)."""
+        if self.stride > 1:
+            x = x[..., :: self.stride, :: self.stride]
+        t = self.span(F.relu(self.norm(self.reduce(x))))
+        b, _, n, h, w = t.shape
+        return t.view(b, self.slices, self.kernel_size**2, n, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = type(self).__name__
+        check_feature_map(x, self.in_channels, self.group, name)
+        check_exact_stride(x, self.stride, name)
+        v = self.value(x)
+        kernels = self.generate_kernels(x)
+        y = aggregate(v, kernels, self.perm, self.stride, self.backend)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1, 1)
+        return y
+
+    def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        """The aggregation only (``k^2 C_out |A| H' W'``); V, W1, W2 are counted by their own modules."""
+        return output[0].numel() * self.kernel_size**2
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, group={self.group.name}, "
+            f"reduction={self.reduction}, slices={self.slices}"
+        )
+        if self.stride != 1:
+            s += f", stride={self.stride}"
+        return s + f", concat={self.concat!r}, backend={self.backend!r}, bias={self.bias is not None}"
