@@ -4,11 +4,13 @@
 * :mod:`e4net.nn` -- LiftingConv, GroupConv (Eq. 5), E4Conv (Eq. 12), GroupBatchNorm, pooling.
 * :mod:`e4net.backends` -- implementations of the E4 aggregation.
 * :mod:`e4net.analysis` -- :func:`count` (params / MACs).
+* :mod:`e4net.models` -- the paper's models: :func:`create_model`, :func:`list_models`.
 """
 
 from . import backends, groups, nn
 from .analysis import Count, count
+from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["groups", "nn", "backends", "count", "Count", "__version__"]
+__all__ = ["groups", "nn", "backends", "count", "Count", "create_model", "list_models", "__version__"]

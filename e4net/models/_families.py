@@ -1,0 +1,1 @@
+"""Imports every model-family module so that its ``@register_model`` decorators run."""
