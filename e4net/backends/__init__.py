@@ -58,9 +58,7 @@ def resolve_backend(name: str, device: torch.device) -> str:
     return max(candidates, key=candidates.__getitem__) if candidates else "shift"
 
 
-def aggregate(
-    v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1, backend: str = "auto"
-) -> torch.Tensor:
+def aggregate(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1, backend: str = "auto") -> torch.Tensor:
     """Dispatch the aggregation to a backend (see the module docstring for the exact formula)."""
     return _BACKENDS[resolve_backend(backend, v.device)](v, kernel, perm, stride)
 
@@ -97,12 +95,4 @@ if importlib.util.find_spec("numba") is not None:
 if importlib.util.find_spec("triton") is not None:
     register_backend("triton", _lazy("triton_agg", "aggregate_triton"), auto_for=("cuda",), priority=10)
 
-__all__ = [
-    "aggregate",
-    "register_backend",
-    "available_backends",
-    "check_backend",
-    "resolve_backend",
-    "transform_kernel",
-    "output_size",
-]
+__all__ = ["aggregate", "register_backend", "available_backends", "check_backend", "resolve_backend", "transform_kernel", "output_size"]
