@@ -17,7 +17,7 @@ step) needs on top of what exists before it (inputs, parameters):
 * CUDA: ``torch.cuda.max_memory_allocated() - memory_allocated()`` before the run (caching-allocator exact);
 * CPU: torch has no CPU allocator statistics, so we measure the process: glibc's ``mallopt`` fixes the mmap
   threshold at 64 KiB (freed tensors go back to the OS at once instead of staying in malloc's free lists),
-  ``/proc/self/clear_refs`` resets the resident high-water mark, and the peak is ``VmHWM`` after the run minus
+  ``malloc_trim`` releases free heap pages, ``/proc/self/clear_refs`` resets the resident high-water mark, and the peak is ``VmHWM`` after the run minus
   ``VmRSS`` before it. This counts every allocation made during the run (torch, numba scratch, autograd
   graph), at page granularity. Where that is unavailable (non-Linux), peak memory is reported as ``None``.
 """
@@ -124,6 +124,10 @@ def median_times(fns: list[Callable[[], Any]], repeats: int, device: torch.devic
 
 
 _MALLOPT_DONE = False
+try:
+    _LIBC: Any = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc: no CPU peak-memory measurement
+    _LIBC = None
 
 
 def _fix_malloc_threshold() -> bool:
@@ -131,12 +135,10 @@ def _fix_malloc_threshold() -> bool:
     global _MALLOPT_DONE
     if _MALLOPT_DONE:
         return True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold, m_trim_threshold = -3, -1
-        ok = libc.mallopt(m_mmap_threshold, 64 * 1024) == 1 and libc.mallopt(m_trim_threshold, 64 * 1024) == 1
-    except OSError:
-        ok = False
+    if _LIBC is None:
+        return False
+    m_mmap_threshold, m_trim_threshold = -3, -1
+    ok = _LIBC.mallopt(m_mmap_threshold, 64 * 1024) == 1 and _LIBC.mallopt(m_trim_threshold, 64 * 1024) == 1
     _MALLOPT_DONE = ok
     return ok
 
@@ -163,6 +165,7 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
     if not _fix_malloc_threshold():
         return None
     try:
+        _LIBC.malloc_trim(0)  # return free heap pages (e.g. freed before the threshold was fixed) to the OS
         base = _proc_status_kb("VmRSS")
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -358,6 +361,8 @@ def run_benchmarks(
 ) -> dict[str, Any]:
     """Run the requested suites; returns ``{"machine": ..., "config": ..., "rows": [Row as dict, ...]}``."""
     device = torch.device(device)
+    if device.type == "cpu":
+        _fix_malloc_threshold()  # before the runs allocate, so that freed tensors never stay resident
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     suites, backends, layer_sets, models = list(suites), list(backends), list(layer_sets), list(models)

@@ -60,7 +60,10 @@ class SlotwiseLinear(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
         b, c, n, h, w = x.shape
-        y = F.conv2d(x.reshape(b, c, n * h, w), self.weight[:, :, None, None], self.bias)
+        # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
+        y = torch.bmm(self.weight.unsqueeze(0).expand(b, -1, -1), x.reshape(b, c, n * h * w))
+        if self.bias is not None:
+            y = y.add_(self.bias.view(1, -1, 1))  # in place: bmm's backward does not need its output
         return y.view(b, self.out_channels, n, h, w)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
