@@ -23,7 +23,7 @@ FAST_OVERRIDES: dict[str, dict] = {
     "p4m-r18": {"width": 4},
     "p4-e4r18": {"width": 4},
     "p4m-e4r18": {"width": 4},
-    "e4net-large": {"fields": 12, "slices": 6},
+    "e4net-large": {"fields": 8, "slices": 4},
 }
 
 
@@ -256,14 +256,30 @@ def test_cli_prints_the_table():
     assert "p4cnn" in res.stdout and "77,539" in res.stdout and "46.2M" in res.stdout
 
 
-def test_cli_bad_name_exits_1_without_traceback():
-    res = _cli("--name", "nope")
-    assert res.returncode == 1
-    assert "unknown model" in res.stderr and "Traceback" not in res.stderr
+def test_cli_bad_name_exits_1_without_traceback(capsys):
+    from e4net.cli.main import main
+
+    assert main(["models", "--name", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_help_explains_flags():
-    res = _cli("--help")
-    assert res.returncode == 0
+def test_cli_json_rows(capsys):
+    import json
+
+    from e4net.cli.main import main
+
+    assert main(["models", "--name", "p4cnn", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["name"] == "p4cnn" and rows[0]["params"] == 77_539 and rows[0]["paper"]["params"] == 77.54e3
+
+
+def test_cli_help_explains_flags(capsys):
+    from e4net.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
     for flag in ("--dataset", "--name", "--no-ablations", "--json"):
-        assert flag in res.stdout
+        assert flag in out
