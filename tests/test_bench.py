@@ -17,7 +17,7 @@ from e4net.nn import E4Conv, GlobalMaxPool, LiftingConv
 @pytest.fixture
 def small_layers(monkeypatch):
     """The E4-Net layer set at a small width (the real shapes take minutes on the reference backend)."""
-    cases = [bench.LayerCase(f"E4-Net {s}px", "p4", 4, 5, 1, 2, s) for s in (28, 14, 7)]
+    cases = [bench.LayerCase(f"E4-Net {s}px", "p4", 4, 5, 1, 2, s) for s in (9, 5)]
     monkeypatch.setitem(bench.LAYER_SETS, "e4net", lambda: cases)
     return cases
 
@@ -27,10 +27,10 @@ def test_layer_suite_rows_and_ratios(small_layers):
         suites=["layers"], layer_sets=["e4net"], backends=["reference", "shift", "auto"], batch_size=2, repeats=1,
         progress=False,
     )  # fmt: skip
-    rows = res["rows"]
+    rows = [r for r in res["rows"] if r["suite"] == "layers"]
     assert res["machine"]["torch"] == torch.__version__
     cases = {r["case"] for r in rows}
-    assert cases == {"E4-Net 28px", "E4-Net 14px", "E4-Net 7px"}
+    assert cases == {"E4-Net 9px", "E4-Net 5px"}
     for case in cases:
         impls = {r["impl"]: r for r in rows if r["case"] == case}
         assert set(impls) == {"E4 reference", "E4 shift", "E4 auto=numba", "GroupConv k=3", "GroupConv k=5"}
@@ -43,6 +43,12 @@ def test_layer_suite_rows_and_ratios(small_layers):
         fast = impls["E4 auto=numba"]
         assert fast["ratios"]["speedup_vs_ref"] == pytest.approx(ref["fwdbwd_ms"] / fast["fwdbwd_ms"])
         assert fast["ratios"]["vs_gconv3"] == pytest.approx(gc3["fwdbwd_ms"] / fast["fwdbwd_ms"])
+    agg = [r for r in res["rows"] if r["suite"] == "aggregation"]
+    assert {(r["case"], r["impl"]) for r in agg} == {
+        (c, i) for c in cases for i in ("agg reference", "agg shift", "agg auto=numba")
+    }
+    for r in agg:
+        assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and r["bytes_fwd_mb"] > 0 and r["bound_fwd_ms"] is None
     md = bench.to_markdown(res)
     assert "| E4-Net 28px | E4 reference |" in md and "GroupConv k=5" in md
 
@@ -57,6 +63,20 @@ def test_resnet_layer_shapes_follow_the_models():
     ]
     assert [c.fields for c in cases[4:]] == [22, 44, 88, 176]
     assert all(c.kernel_size == 3 and c.reduction == 2 and c.slices * 2 == c.fields for c in cases)
+
+
+def test_aggregation_bytes_and_bound():
+    """E4-Net 28px, batch 128, fp32: v = 25.69 MB, kernels (s k^2 = 50 per slot and pixel) = 80.28 MB."""
+    case = bench.e4net_layers()[0]
+    fwd, total = bench.aggregation_bytes(case, 128)
+    v, k = 128 * 16 * 4 * 28 * 28 * 4, 128 * 2 * 25 * 4 * 28 * 28 * 4
+    assert (fwd, total) == (2 * v + k, 5 * v + 3 * k)
+    rows = bench.bench_aggregation(
+        bench.LayerCase("t", "p4m", 2, 3, 1, 1, 5), ["reference"], 1, torch.device("cpu"), 1, 1.0
+    )
+    (r,) = rows
+    assert r.bound_fwd_ms == pytest.approx(1e3 * r.bytes_fwd_mb * 1e6 / 1e9)
+    assert r.ratios["fwd_vs_bound"] == pytest.approx(r.fwd_ms / r.bound_fwd_ms)
 
 
 def test_peak_memory_measures_a_known_allocation():
@@ -117,7 +137,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys, small_layers):
     assert main([*argv, "--json", str(js), "--markdown", str(md), "--no-progress"]) == 0
     out = capsys.readouterr().out
     data = json.loads(js.read_text())
-    assert len(data["rows"]) == 3 * 4 and data["config"]["batch_size"] == 1
+    assert len(data["rows"]) == 2 * (4 + 2) and data["config"]["batch_size"] == 1
     assert md.read_text().strip() == out.strip()
 
 
@@ -128,6 +148,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys, small_layers):
         (["--backends", "fastest"], "unknown backend"),
         (["--layer-sets", "vgg"], "unknown layer set"),
         (["--repeats", "0"], "must be positive"),
+        (["--bandwidth", "-1"], "bandwidth must be positive"),
         (["--json", "/nonexistent-dir/x.json"], "does not exist"),
     ],
 )

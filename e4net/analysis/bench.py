@@ -90,6 +90,10 @@ class Row:
     images_per_s: float | None = None
     ratios: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    bytes_fwd_mb: float | None = None  # aggregation rows: minimal DRAM traffic (MB = 1e6 bytes)
+    bytes_fwdbwd_mb: float | None = None
+    bound_fwd_ms: float | None = None  # that traffic at the device's memory bandwidth
+    bound_fwdbwd_ms: float | None = None
 
 
 # ---- measurement ------------------------------------------------------------------------------------------------
@@ -244,6 +248,82 @@ def _measure(
         rows[i].peak_mb = peak_memory_mb(fwdbwds[i], device)
 
 
+def aggregation_bytes(case: LayerCase, batch_size: int, itemsize: int = 4) -> tuple[int, int]:
+    """Minimal DRAM bytes of the aggregation alone: forward and forward+backward (stride 1, output = v's size).
+
+    Forward reads ``v`` (B C |A| H W) and the generated kernels (B s k^2 |A| H W) once and writes the output;
+    backward reads ``grad_out``, ``v`` and the kernels and writes ``grad_v`` and ``grad_kernel``. Total:
+    fwd = v + K + out, fwd+bwd = 3 v + 3 K + 2 out (every tensor crossing DRAM exactly once per pass).
+    """
+    n = resolve(case.group).order
+    v = batch_size * case.fields * n * case.size**2 * itemsize
+    k = batch_size * case.slices * case.kernel_size**2 * n * case.size**2 * itemsize
+    return v + k + v, 3 * v + 3 * k + 2 * v
+
+
+def bench_aggregation(
+    case: LayerCase,
+    backends: Iterable[str],
+    batch_size: int,
+    device: torch.device,
+    repeats: int,
+    bandwidth_gbs: float | None,
+) -> list[Row]:
+    """The aggregation alone (``e4net.backends.aggregate`` on given v and kernels), against its bandwidth bound."""
+    from ..backends import aggregate
+
+    g = resolve(case.group)
+    torch.manual_seed(0)
+    shape = (batch_size, case.fields, g.order, case.size, case.size)
+    v = torch.randn(shape, device=device, requires_grad=True)
+    kshape = (batch_size, case.slices, case.kernel_size**2, g.order, case.size, case.size)
+    ker = (torch.randn(kshape, device=device) / case.kernel_size).requires_grad_()
+    perm = g.kernel_permutation(case.kernel_size, device)
+    grad = torch.randn(shape, device=device)
+    fwd_b, all_b = aggregation_bytes(case, batch_size, v.element_size())
+    rows, fwds, fwdbwds = [], [], []
+    for b in backends:
+        label = f"agg {b}" if b != "auto" else f"agg auto={resolve_backend('auto', device)}"
+        row = Row("aggregation", case.name, label, bytes_fwd_mb=fwd_b / 1e6, bytes_fwdbwd_mb=all_b / 1e6)
+        if bandwidth_gbs:
+            row.bound_fwd_ms = 1e3 * fwd_b / (bandwidth_gbs * 1e9)
+            row.bound_fwdbwd_ms = 1e3 * all_b / (bandwidth_gbs * 1e9)
+        rows.append(row)
+
+        def fwd(b: str = b) -> torch.Tensor:
+            return aggregate(v, ker, perm, 1, b)
+
+        def fwdbwd(b: str = b) -> None:
+            aggregate(v, ker, perm, 1, b).backward(grad)
+            v.grad = ker.grad = None
+
+        fwds.append(fwd)
+        fwdbwds.append(fwdbwd)
+    _measure(rows, fwds, fwdbwds, repeats, device)
+    _add_ratios(rows, reference="agg reference", gconv=None)
+    for r in rows:
+        if r.bound_fwd_ms and r.fwd_ms:
+            r.ratios["fwd_vs_bound"] = r.fwd_ms / r.bound_fwd_ms
+        if r.bound_fwdbwd_ms and r.fwdbwd_ms:
+            r.ratios["fwdbwd_vs_bound"] = r.fwdbwd_ms / r.bound_fwdbwd_ms
+    return rows
+
+
+# Peak DRAM bandwidth (GB/s) of common GPUs, for the aggregation bound; others need --bandwidth.
+GPU_BANDWIDTH_GBS = {"H200": 4800.0, "H100 SXM": 3350.0, "H100 PCIe": 2000.0, "A100-SXM4-80GB": 2039.0, "A100": 1555.0}
+
+
+def default_bandwidth(device: torch.device) -> float | None:
+    """The memory bandwidth used for the bound: looked up by GPU name (``GPU_BANDWIDTH_GBS``), ``None`` on CPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, bw in GPU_BANDWIDTH_GBS.items():
+        if key in name:
+            return bw
+    return None
+
+
 def _add_ratios(rows: list[Row], reference: str, gconv: str | None) -> None:
     """``speedup_vs_ref`` = reference time / time (fwd+bwd; fwd too), ``mem_vs_ref`` = peak / reference peak,
     ``vs_gconv3`` = GroupConv k=3 fwd+bwd time / time (> 1: faster than the GroupConv)."""
@@ -358,6 +438,7 @@ def run_benchmarks(
     train_batch_size: int | None = None,
     repeats: int = 5,
     progress: bool = True,
+    bandwidth_gbs: float | None = None,
 ) -> dict[str, Any]:
     """Run the requested suites; returns ``{"machine": ..., "config": ..., "rows": [Row as dict, ...]}``."""
     device = torch.device(device)
@@ -377,6 +458,10 @@ def run_benchmarks(
             raise ValueError(f"unknown backend {b!r}; available: {', '.join(available_backends())}")
     if repeats < 1 or batch_size < 1:
         raise ValueError("repeats and batch size must be positive")
+    if bandwidth_gbs is None:
+        bandwidth_gbs = default_bandwidth(device)
+    elif bandwidth_gbs <= 0:
+        raise ValueError(f"bandwidth must be positive, got {bandwidth_gbs}")
     tasks: list[tuple[str, Any]] = []
     if "layers" in suites:
         tasks += [("layers", c) for s in layer_sets for c in LAYER_SETS[s]()]
@@ -388,6 +473,7 @@ def run_benchmarks(
     for kind, item in tqdm(tasks, desc="e4net bench", disable=not progress, unit="case"):
         if kind == "layers":
             rows += bench_layer(item, backends, batch_size, device, repeats)
+            rows += bench_aggregation(item, backends, batch_size, device, repeats, bandwidth_gbs)
         else:
             rows += bench_train_step(item, backends, train_batch_size or batch_size, device, repeats)
     config = {
@@ -398,6 +484,7 @@ def run_benchmarks(
         "batch_size": batch_size,
         "train_batch_size": train_batch_size or batch_size,
         "repeats": repeats,
+        "bandwidth_gbs": bandwidth_gbs,
     }
     return {"machine": machine_info(device), "config": config, "rows": [asdict(r) for r in rows]}
 
@@ -434,6 +521,26 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| {r['case']} | {r['impl']}{' ' + r['note'] if r['note'] else ''} | {_fmt(r['fwd_ms'])} | "
                 f"{_fmt(r['fwdbwd_ms'])} | {_fmt(r['peak_mb'], 0)} | {_ratio(q.get('fwd_speedup_vs_ref'))} | "
                 f"{_ratio(q.get('speedup_vs_ref'))} | {_ratio(q.get('vs_gconv3'))} | {_ratio(q.get('mem_vs_ref'))} |"
+            )
+        lines.append("")
+    agg_rows = [r for r in result["rows"] if r["suite"] == "aggregation"]
+    if agg_rows:
+        bw = cfg.get("bandwidth_gbs")
+        lines += [
+            f"Aggregation alone (batch {cfg['batch_size']}, stride 1): MB = minimal DRAM traffic (every tensor once); "
+            + (f"bound = MB / {bw:g} GB/s; x bound = time / bound." if bw else "no bandwidth given: no bound."),
+            "",
+            "| layer | backend | fwd ms | fwd+bwd ms | speedup fwd+bwd | MB fwd | MB fwd+bwd | bound fwd ms | "
+            "bound fwd+bwd ms | fwd x bound | fwd+bwd x bound |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in agg_rows:
+            q = r["ratios"]
+            lines.append(
+                f"| {r['case']} | {r['impl']}{' ' + r['note'] if r['note'] else ''} | {_fmt(r['fwd_ms'], 2)} | "
+                f"{_fmt(r['fwdbwd_ms'], 2)} | {_ratio(q.get('speedup_vs_ref'))} | {_fmt(r['bytes_fwd_mb'])} | "
+                f"{_fmt(r['bytes_fwdbwd_mb'])} | {_fmt(r['bound_fwd_ms'], 3)} | {_fmt(r['bound_fwdbwd_ms'], 3)} | "
+                f"{_ratio(q.get('fwd_vs_bound'))} | {_ratio(q.get('fwdbwd_vs_bound'))} |"
             )
         lines.append("")
     train_rows = [r for r in result["rows"] if r["suite"] == "train"]

@@ -46,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up); the median is reported"
     )
+    p.add_argument(
+        "--bandwidth", type=float, default=None,
+        help="device memory bandwidth in GB/s for the aggregation's bandwidth bound "
+        "(default: looked up from the GPU name, e.g. 4800 for an H200; none on CPU)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch (and numba) CPU threads (default: torch's default)")
     p.add_argument(
         "--json", type=Path, default=None, help="also write the full results (machine, config, rows) to this JSON file"
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         train_batch_size=args.train_batch_size,
         repeats=args.repeats,
         progress=not args.no_progress,
+        bandwidth_gbs=args.bandwidth,
     )
     text = to_markdown(result)
     print(text)
