@@ -20,31 +20,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "GroupConv (Eq. 5) of the same width with k=3 and with the same k, and whole train steps; prints "
             "medians of several repeats, peak memory and ratios measured in the same run, as markdown tables."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--device", default="cpu", help="torch device to run on: cpu or cuda[:N]")
-    p.add_argument("--suites", type=_csv, default=["layers", "train"], help="comma list of suites: layers, train")
+    p.add_argument("--device", default="cpu", help="torch device to run on: cpu or cuda[:N] (default: %(default)s)")
     p.add_argument(
-        "--layer-sets", type=_csv, default=["e4net", "resnet"],
-        help="comma list of layer shapes for the layers suite: e4net (28/14/7 px) and resnet (E4R18, 32-4 px, p4 and p4m)",
+        "--suites", type=_csv, default="layers,train", help="comma list of suites: layers, train (default: %(default)s)"
+    )
+    p.add_argument(
+        "--layer-sets", type=_csv, default="e4net,resnet",
+        help="comma list of layer shapes for the layers suite: e4net (28/14/7 px) and resnet (E4R18, 32-4 px, p4 and p4m) "
+        "(default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--models",
         type=_csv,
-        default=["e4net", "p4m-e4r18"],
-        help="comma list of registered models for the train suite",
+        default="e4net,p4m-e4r18",
+        help="comma list of registered models for the train suite (default: %(default)s)",
     )
     p.add_argument(
-        "--backends", type=_csv, default=["reference", "auto"],
+        "--backends", type=_csv, default="reference,auto",
         help="comma list of aggregation backends to compare; 'reference' is the baseline of the ratios, "
-        "'auto' is what E4Conv picks on the device (numba on CPU, triton on CUDA)",
+        "'auto' is what E4Conv picks on the device (numba on CPU, triton on CUDA) (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=128, help="batch size of the layers suite")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size of the layers suite (default: %(default)s)")
     p.add_argument(
         "--train-batch-size", type=int, default=None, help="batch size of the train suite (default: --batch-size)"
     )
     p.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up); the median is reported"
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed runs per measurement (after one warm-up); the median is reported (default: %(default)s)",
     )
     p.add_argument(
         "--bandwidth", type=float, default=None,
