@@ -22,6 +22,9 @@ CASES = [
     ("p4m-odd-k5-stride2-f32", "p4m", 1, 3, 1, 5, 5, 7, 2, "float32", None),
     ("p4m-even-k3-stride2-f64", "p4m", 1, 2, 2, 3, 6, 4, 2, "float64", None),
     ("p4-k1-f64", "p4", 1, 2, 2, 1, 3, 4, 1, "float64", None),
+    # Planes wider than one pixel block (k=5: 128 pixels per block; k=3: 256): several programs per plane.
+    ("p4-multiblock-k5-f32", "p4", 1, 2, 2, 5, 12, 11, 1, "float32", None),
+    ("p4m-multiblock-k3-stride2-f64", "p4m", 1, 2, 1, 3, 17, 17, 2, "float64", None),
     # Planted bug: the kernel of slot a transformed by the wrong element. The comparison must catch it.
     ("planted-wrong-transform", "p4m", 1, 2, 1, 3, 5, 5, 1, "float64", "wrong_perm"),
 ]

@@ -145,10 +145,11 @@ def _bwd_value_grad(
         tl.store(gv_ptr + plane * H * W + offs, o.to(gv_ptr.dtype.element_ty), mask=m)
 
 
-def _meta(kernel: torch.Tensor, dtype: torch.dtype) -> tuple[int, int, int, object]:
+def _meta(kernel: torch.Tensor, dtype: torch.dtype, pixels: int) -> tuple[int, int, int, object]:
+    """Kernel size, padded k^2, pixel block (<= 4096 tile elements, no wider than the plane), accumulator dtype."""
     ks = int(round(kernel.shape[2] ** 0.5))
     kkp = triton.next_power_of_2(ks * ks)
-    block = max(16, min(256, 4096 // kkp))
+    block = max(16, min(256, 4096 // kkp, triton.next_power_of_2(pixels)))
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     return ks, kkp, block, acc
 
@@ -163,10 +164,12 @@ class TritonAggregate(torch.autograd.Function):
         v = v.detach().contiguous()
         kernel = kernel.detach().contiguous()
         perm32 = perm.detach().to(device=v.device, dtype=torch.int32).contiguous()
-        ks, kkp, block, acc = _meta(kernel, v.dtype)
         b, c, n, h, w = v.shape
         s = kernel.shape[1]
-        ho, wo = output_size(h, ks, stride), output_size(w, ks, stride)
+        ho, wo = kernel.shape[4], kernel.shape[5]
+        ks, kkp, block, acc = _meta(kernel, v.dtype, ho * wo)
+        if (ho, wo) != (output_size(h, ks, stride), output_size(w, ks, stride)):
+            raise ValueError(f"kernel grid {(ho, wo)} does not match v {(h, w)} at stride {stride}")
         out = torch.empty((b, c, n, ho, wo), dtype=v.dtype, device=v.device)
         grid = (b * s * n, triton.cdiv(ho * wo, block))
         _fwd_kernel[grid](v, kernel, perm32, out, c, s, n, h, w, ho, wo, stride, ks, kkp, block, acc)
@@ -179,16 +182,17 @@ class TritonAggregate(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         v, kernel, perm32 = ctx.saved_tensors
         go = grad_out.detach().contiguous()
-        ks, kkp, block, acc = _meta(kernel, v.dtype)
         b, c, n, h, w = v.shape
         s = kernel.shape[1]
         ho, wo = go.shape[3], go.shape[4]
         gv = gk = None
         if ctx.needs_input_grad[0]:
+            ks, kkp, block, acc = _meta(kernel, v.dtype, h * w)
             gv = torch.empty_like(v)
             grid = (b * s * n, triton.cdiv(h * w, block))
             _bwd_value_grad[grid](kernel, go, perm32, gv, c, s, n, h, w, ho, wo, ctx.stride, ks, kkp, block, acc)
         if ctx.needs_input_grad[1]:
+            ks, kkp, block, acc = _meta(kernel, v.dtype, ho * wo)
             gk = torch.empty_like(kernel)
             grid = (b * s * n, triton.cdiv(ho * wo, block))
             _bwd_kernel_grad[grid](v, go, perm32, gk, c, s, n, h, w, ho, wo, ctx.stride, ks, kkp, block, acc)
