@@ -145,7 +145,7 @@ class E4Conv(nn.Module):
         """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot)."""
         if self.stride > 1:
             x = x[..., :: self.stride, :: self.stride]
-        t = self.span(F.relu(self.norm(self.reduce(x))))
+        t = self.span(F.relu(self.norm(self.reduce(x)), inplace=True))  # BN backward does not need its output
         b, _, n, h, w = t.shape
         return t.view(b, self.slices, self.kernel_size**2, n, h, w)
 
