@@ -139,32 +139,33 @@ class _SelfAttention(GroupAggregation):
         n, k, h, d = self.group.order, self.kernel_size, self.heads, self.head_channels
         kk, p = k * k, hh * ww
         s_in = 1 if self.lifting else n  # input slots
+        # Layout: (batch, head, pixel, ...) so that every product below is one batched matmul.
 
-        def unfold(t: torch.Tensor) -> torch.Tensor:  # (B, h d, [S,] H, W) -> (B, h, d, S, k*k, H W)
+        def unfold(t: torch.Tensor) -> torch.Tensor:  # (B, h d, [S,] H, W) -> (B, h, H W, d, S, k*k)
             cols = F.unfold(t.reshape(b_, h * d * s_in, hh, ww), k, padding=k // 2)
-            return cols.view(b_, h, d, s_in, kk, p)
+            return cols.view(b_, h, d, s_in, kk, p).permute(0, 1, 5, 2, 3, 4)
 
         keys, values = unfold(self.key(x)), unfold(self.value(x))
         rel = gather_relative(self.positional_encoding(), self.rel_index)  # (d, |A|, |N(e)|): T_a P
-        if self.lifting:  # one image-level query for every output slot: its content score is slot-independent
-            q = self.query(x).reshape(b_, h, d, p)
-            content = torch.einsum("bhdp,bhdsnp->bhsnp", q, keys).reshape(b_, h, 1, -1, p)
-            pos = torch.einsum("bhdp,dan->bhanp", q, rel)
+        if self.lifting:  # one image-level query for every output slot
+            q = self.query(x).view(b_, h, d, 1, p).permute(0, 1, 4, 3, 2)  # (B, h, HW, 1, d)
+            pos = torch.einsum("bhpd,dan->bhpan", q.squeeze(3), rel)  # q.P_{g^-1 g~}, (B, h, HW, |A|, |N(e)|)
         else:
-            q = self.query(x).reshape(b_, h, d, n, p)
-            pos = torch.einsum("bhdap,dan->bhanp", q, rel)
-            if self.over_group:  # neighbours (b, u): every input slot, k x k window
-                content = torch.einsum("bhdap,bhdsnp->bhasnp", q, keys).reshape(b_, h, n, -1, p)
-            else:  # neighbours (a, u): the query's own slot (relative group element e)
-                content = torch.einsum("bhdap,bhdanp->bhanp", q, keys)
-        scores = (content + pos) * (1.0 / math.sqrt(d))
-        valid = _valid_mask(hh, ww, k, x.device).repeat(scores.shape[3] // kk, 1)  # (|N(e)|, H W)
-        attn = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=3)
+            q = self.query(x).view(b_, h, d, n, p).permute(0, 1, 4, 3, 2)  # (B, h, HW, |A|, d)
+            pos = torch.einsum("bhpad,dan->bhpan", q, rel)
+        if self.lifting or self.over_group:  # neighbours (b, u): every input slot of the k x k window
+            keys, values = keys.flatten(-2), values.flatten(-2).transpose(-1, -2)  # (.., d, N), (.., N, d)
+            scores = (q @ keys + pos) * (1.0 / math.sqrt(d))
+        else:  # neighbours (a, u): the query's own slot (relative group element e)
+            keys, values = keys.transpose(3, 4), values.permute(0, 1, 2, 4, 5, 3)  # (.., |A|, d, kk), (.., |A|, kk, d)
+            scores = ((q.unsqueeze(-2) @ keys).squeeze(-2) + pos) * (1.0 / math.sqrt(d))
+        valid = _valid_mask(hh, ww, k, x.device).t().repeat(1, scores.shape[-1] // kk)  # (HW, |N(e)|)
+        attn = torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
         if self.lifting or self.over_group:
-            y = torch.einsum("bhasnp,bhdsnp->bhdap", attn.view(b_, h, n, s_in, kk, p), values)
+            y = attn @ values  # (B, h, HW, |A|, d)
         else:
-            y = torch.einsum("bhanp,bhdanp->bhdap", attn, values)
-        return self.out(y.reshape(b_, h * d, n, hh, ww))
+            y = (attn.unsqueeze(-2) @ values).squeeze(-2)
+        return self.out(y.permute(0, 1, 4, 3, 2).reshape(b_, h * d, n, hh, ww))
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
         """Attention only: ``H W heads |N(e)| d (|A| + |A| + |A|)`` -- q.k, q.P and the weighted sum of the values.
