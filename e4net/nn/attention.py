@@ -335,11 +335,14 @@ class AttentiveGroupConv(GroupAggregation):
         """The un-summed group convolution ``c (B, C_out, |A|, C_in, S, H', W')`` (S = 1 for lifting, else |A|)."""
         b_, k, n, s = x.shape[0], self.kernel_size, self.group.order, self.slots
         cout, cin = self.out_channels, self.in_channels
-        bank = gather_relative(self.weight.reshape(cout, cin, -1), self.rel_index).view(cout, cin, n, s, k, k)
-        w = bank.permute(1, 3, 0, 2, 4, 5).reshape(cin * s * cout * n, 1, k, k)
+        bank = gather_relative(self.weight.reshape(cout, cin, -1), self.rel_index).view(cout, cin, n, s, k * k)
         pad = k // 2 if self.padding == "same" else 0
-        y = F.conv2d(x.reshape(b_, cin * s, x.shape[-2], x.shape[-1]), w, None, 1, pad, groups=cin * s)
-        return y.view(b_, cin, s, cout, n, y.shape[-2], y.shape[-1]).permute(0, 3, 4, 1, 2, 5, 6)
+        cols = F.unfold(x.reshape(b_, cin * s, x.shape[-2], x.shape[-1]), k, padding=pad)  # (B, Cin S k k, H'W')
+        ho, wo = x.shape[-2] + 2 * pad - k + 1, x.shape[-1] + 2 * pad - k + 1
+        cols = cols.view(b_, cin * s, k * k, ho * wo).permute(1, 2, 0, 3).reshape(cin * s, k * k, -1)
+        # one batched matmul over the (input field, input slot) pairs: (Cin S, C_out |A|, kk) @ (Cin S, kk, B H'W')
+        y = torch.bmm(bank.permute(1, 3, 0, 2, 4).reshape(cin * s, cout * n, k * k), cols)
+        return y.view(cin, s, cout, n, b_, ho, wo).permute(4, 2, 3, 0, 1, 5, 6)
 
     def channel_attention(self, c: torch.Tensor) -> torch.Tensor:
         """``alpha_C (B, C_out, |A|, C_in, S)`` from the spatial mean and max of the contributions."""
