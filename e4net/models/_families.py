@@ -1,2 +1,3 @@
 """Imports every model-family module so that its ``@register_model`` decorators run."""
-from . import attention  # noqa: F401,E402
+
+from . import attention, mnist, resnet  # noqa: F401
