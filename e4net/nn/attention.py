@@ -47,6 +47,7 @@ from .e4 import SlotwiseLinear
 __all__ = ["GroupSelfAttention", "LiftingSelfAttention", "AttentiveGroupConv", "AttentiveLiftingConv", "POSITIONAL"]
 
 POSITIONAL = ("factorized", "full")
+QUERY_SLOTS = ("own", "all")
 
 
 def _valid_mask(h: int, w: int, k: int, device: torch.device) -> torch.Tensor:
@@ -66,6 +67,7 @@ class _SelfAttention(GroupAggregation):
         head_channels: int | None,
         over_group: bool,
         positional: str,
+        query_slots: str = "own",
     ):
         super().__init__()
         name = type(self).__name__
@@ -82,6 +84,11 @@ class _SelfAttention(GroupAggregation):
         if not isinstance(over_group, bool):
             raise ValueError(f"{name}: over_group must be a bool, got {over_group!r}")
         self.over_group = over_group and not self.lifting
+        if query_slots not in QUERY_SLOTS:
+            raise ValueError(f"{name}: query_slots must be one of {QUERY_SLOTS}, got {query_slots!r}")
+        if query_slots == "all" and not self.over_group:
+            raise ValueError(f"{name}: query_slots='all' needs group input with over_group=True")
+        self.query_slots = query_slots
         k = kernel_size
         self.slots = self.group.order if self.over_group else 1  # group part of N(e)
         hd = self.heads * d
@@ -91,8 +98,10 @@ class _SelfAttention(GroupAggregation):
             self.query, self.key, self.value = (SlotwiseLinear(in_channels, hd, bias=True) for _ in range(3))
         self.out = SlotwiseLinear(hd, out_channels, bias=True)
         # Relative positional encoding P on N(e) (shared by the heads, as in GSA-Nets).
+        # With query_slots="all" it is indexed by the query slot too: P(v^-1 g, v^-1 m, v^-1 u) for output slot v.
+        qs = (self.group.order,) if query_slots == "all" else ()
         if positional == "full":
-            self.pos = nn.Parameter(torch.empty(d, self.slots, k, k))
+            self.pos = nn.Parameter(torch.empty(d, *qs, self.slots, k, k))
         else:  # row / column (/ group) embeddings, summed into one tensor on N(e)
             dr = d // 3 if self.slots > 1 else d // 2
             dc = dr if self.slots > 1 else d - dr
@@ -101,6 +110,10 @@ class _SelfAttention(GroupAggregation):
             self.pos_col = nn.Parameter(torch.empty(dc, k))
             self.pos_group = nn.Parameter(torch.empty(dg, self.slots)) if dg else None
         self.register_buffer("rel_index", self.relative_index(), persistent=False)
+        if query_slots == "all":  # v^-1 g for the query slot g, and g^-1 m (group part of the factorized encoding)
+            self.register_buffer("rel_index_query", self.relative_index(kernel_size=1), persistent=False)
+            between = [self.group.regular_permutation(g) for g in self.group.elements()]
+            self.register_buffer("slot_between", torch.tensor(between), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -114,17 +127,37 @@ class _SelfAttention(GroupAggregation):
                 nn.init.normal_(p, 0.0, std)
 
     def positional_encoding(self) -> torch.Tensor:
-        """``P`` on ``N(e)``: ``(d, |N(e)|)``, index ``(b, u)`` b-major (the layout of the relative-position table)."""
-        k, s = self.kernel_size, self.slots
+        """``P`` on ``N(e)``: ``(d, |N(e)|)``, index ``(b, u)`` b-major (the layout of the relative-position table).
+
+        With ``query_slots="all"``: ``(d, |A|, |N(e)|)``, first indexed by the query slot ``g`` (the group part of the
+        factorized encoding is then a function of ``g^-1 m``, as in the GSA-Nets code).
+        """
+        k, s, d = self.kernel_size, self.slots, self.head_channels
         if self.positional == "full":
-            return self.pos.reshape(self.head_channels, -1)
+            return self.pos.reshape(d, -1) if self.query_slots == "own" else self.pos.reshape(d, s, -1)
+        if self.query_slots == "all":
+            parts = [
+                self.pos_row[:, None, None, :, None].expand(-1, s, s, k, k),
+                self.pos_col[:, None, None, None, :].expand(-1, s, s, k, k),
+            ]
+            if self.pos_group is not None:  # (dg, g, m) = pos_group[:, g^-1 m]
+                parts.append(self.pos_group[:, self.slot_between][..., None, None].expand(-1, s, s, k, k))
+            return torch.cat(parts, 0).reshape(d, s, -1)
         parts = [
             self.pos_row[:, None, :, None].expand(-1, s, k, k),
             self.pos_col[:, None, None, :].expand(-1, s, k, k),
         ]
         if self.pos_group is not None:
             parts.append(self.pos_group[:, :, None, None].expand(-1, s, k, k))
-        return torch.cat(parts, 0).reshape(self.head_channels, -1)
+        return torch.cat(parts, 0).reshape(d, -1)
+
+    def relative_encoding(self) -> torch.Tensor:
+        """``P`` as seen by every output slot ``a``, via the relative-position tables: ``(d, |A|, |N(e)|)``, or
+        ``(d, |A|, |A|, |N(e)|)`` (output slot, query slot, neighbour) with ``query_slots="all"``."""
+        pe = self.positional_encoding()
+        if self.query_slots == "own":
+            return gather_relative(pe, self.rel_index)
+        return pe[:, self.rel_index_query[:, :, None], self.rel_index[:, None, :]]
 
     def _check(self, x: torch.Tensor) -> None:
         name = type(self).__name__
@@ -146,21 +179,27 @@ class _SelfAttention(GroupAggregation):
             return cols.view(b_, h, d, s_in, kk, p).permute(0, 1, 5, 2, 3, 4)
 
         keys, values = unfold(self.key(x)), unfold(self.value(x))
-        rel = gather_relative(self.positional_encoding(), self.rel_index)  # (d, |A|, |N(e)|): T_a P
+        rel = self.relative_encoding()  # (d, |A|, |N(e)|): T_a P
         if self.lifting:  # one image-level query for every output slot
             q = self.query(x).view(b_, h, d, 1, p).permute(0, 1, 4, 3, 2)  # (B, h, HW, 1, d)
             pos = torch.einsum("bhpd,dan->bhpan", q.squeeze(3), rel)  # q.P_{g^-1 g~}, (B, h, HW, |A|, |N(e)|)
         else:
             q = self.query(x).view(b_, h, d, n, p).permute(0, 1, 4, 3, 2)  # (B, h, HW, |A|, d)
-            pos = torch.einsum("bhpad,dan->bhpan", q, rel)
+            if self.query_slots == "all":
+                pos = torch.einsum("bhpgd,dvgn->bhpvgn", q, rel)  # (B, h, HW, |A| out, |A| query, |N(e)|)
+            else:
+                pos = torch.einsum("bhpad,dan->bhpan", q, rel)
         if self.lifting or self.over_group:  # neighbours (b, u): every input slot of the k x k window
             keys, values = keys.flatten(-2), values.flatten(-2).transpose(-1, -2)  # (.., d, N), (.., N, d)
-            scores = (q @ keys + pos) * (1.0 / math.sqrt(d))
+            content = q @ keys
+            scores = ((content.unsqueeze(3) if self.query_slots == "all" else content) + pos) * (1.0 / math.sqrt(d))
         else:  # neighbours (a, u): the query's own slot (relative group element e)
             keys, values = keys.transpose(3, 4), values.permute(0, 1, 2, 4, 5, 3)  # (.., |A|, d, kk), (.., |A|, kk, d)
             scores = ((q.unsqueeze(-2) @ keys).squeeze(-2) + pos) * (1.0 / math.sqrt(d))
         valid = _valid_mask(hh, ww, k, x.device).t().repeat(1, scores.shape[-1] // kk)  # (HW, |N(e)|)
-        attn = torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+        attn = torch.softmax(scores.masked_fill(~valid.view(hh * ww, *[1] * (scores.dim() - 4), -1), float("-inf")), -1)
+        if self.query_slots == "all":  # output slot v sums the attention of every query slot g of its pixel
+            attn = attn.sum(4)
         if self.lifting or self.over_group:
             y = attn @ values  # (B, h, HW, |A|, d)
         else:
@@ -176,13 +215,15 @@ class _SelfAttention(GroupAggregation):
         """
         n = self.group.order
         per_slot = output.shape[-2] * output.shape[-1] * self.heads * self.neighbourhood_size() * self.head_channels
+        if self.query_slots == "all":  # q.k per query slot, q.P per (output, query) slot pair, weights.v per output
+            return per_slot * (n + n * n + n)
         return per_slot * ((1 if self.lifting else n) + 2 * n)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, group={self.group.name}, "
             f"heads={self.heads}, head_channels={self.head_channels}, over_group={self.over_group}, "
-            f"positional={self.positional!r}"
+            f"positional={self.positional!r}, query_slots={self.query_slots!r}"
         )
 
 
@@ -199,8 +240,14 @@ class GroupSelfAttention(_SelfAttention):
             in the query's own slot.
         positional: ``"factorized"`` (row, column and group embeddings of sizes d/3 each, as GSA-Nets) or
             ``"full"`` (one learnable vector per relative position).
+        query_slots: ``"own"`` -- Eq. 6 as written (and as in the GSA-Nets paper): the query of output ``(x, a)`` is
+            ``f(x, a)``. ``"all"`` -- as the GSA-Nets *code*: output slot ``v`` sums, over every query slot ``g`` of its
+            pixel, a softmax-weighted aggregation with scores ``q(x, g)^T (k(y, m) + P(v^-1 g, v^-1 m, v^-1 (y - x)))``
+            (``|A|`` times the query-key pairs; this is what Table 1's 400M MACs for p4-SA count, see
+            docs/attention.md). Needs ``over_group=True``.
 
-    Params ``3 (C_in + 1) heads d + (heads d + 1) C_out`` + the encoding; MACs (own) ``3 |A| H W heads |N(e)| d``.
+    Params ``3 (C_in + 1) heads d + (heads d + 1) C_out`` + the encoding; MACs (own) ``3 |A| H W heads |N(e)| d``
+    (``(2 + |A|) |A| H W heads |N(e)| d`` with ``query_slots="all"``).
     """
 
     def __init__(
@@ -213,8 +260,11 @@ class GroupSelfAttention(_SelfAttention):
         head_channels: int | None = None,
         over_group: bool = True,
         positional: str = "factorized",
+        query_slots: str = "own",
     ):
-        super().__init__(in_channels, out_channels, kernel_size, group, heads, head_channels, over_group, positional)
+        super().__init__(
+            in_channels, out_channels, kernel_size, group, heads, head_channels, over_group, positional, query_slots
+        )
 
 
 class LiftingSelfAttention(_SelfAttention):
