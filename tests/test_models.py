@@ -24,6 +24,8 @@ FAST_OVERRIDES: dict[str, dict] = {
     "p4-e4r18": {"width": 4},
     "p4m-e4r18": {"width": 4},
     "e4net-large": {"fields": 8, "slices": 4},
+    "p4-sa": {"channels": 8, "heads": 2, "kernel_size": 3},
+    "alpha-p4cnn": {"channels": 4},
 }
 
 
