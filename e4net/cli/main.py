@@ -13,7 +13,7 @@ import sys
 from ..errors import E4NetError
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("train",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,59 @@
+"""Tiny registered models for the training tests (the paper's models are too slow for CPU tests)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from e4net.models import list_models, register_model
+from e4net.nn import E4Conv, GlobalMaxPool, GroupBatchNorm, LiftingConv, SpatialMaxPool2d
+
+
+class TinyE4(nn.Module):
+    """Lifting conv -> E4 layer (with its batch norm) -> 2x2 pool -> global group max pool -> linear: p4-invariant."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4, group: str = "p4", norm: bool = True):
+        super().__init__()
+        self.lift = LiftingConv(in_channels, width, 3, group)
+        self.bn = GroupBatchNorm(width, group) if norm else nn.Identity()
+        self.e4 = E4Conv(width, width, 3, group, slices=2)
+        self.pool = SpatialMaxPool2d(2)
+        self.gpool = GlobalMaxPool()
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.bn(self.lift(x)).relu())
+        return self.fc(self.gpool(self.e4(x).relu()))
+
+
+class TinyPlain(nn.Module):
+    """A tiny model without batch norm (DDP gradient averaging equals the full-batch gradient exactly)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.lift = LiftingConv(in_channels, 4, 3, "p4")
+        self.pool = SpatialMaxPool2d(4)
+        self.gpool = GlobalMaxPool()
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.gpool(self.pool(self.lift(x)).relu()))
+
+
+def register() -> None:
+    if "tiny-e4" in list_models():
+        return
+    register_model("tiny-e4", dataset="mnist-rot", group="p4", description="test model")(
+        lambda num_classes=10, **kw: TinyE4(num_classes, **kw)
+    )
+    register_model("tiny-e4-other", dataset="mnist-rot", group="p4", description="test model, other widths")(
+        lambda num_classes=10, **kw: TinyE4(num_classes, width=8, **kw)
+    )
+    register_model("tiny-plain", dataset="mnist-rot", group="p4", description="test model, no norm")(
+        lambda num_classes=10, **kw: TinyPlain(num_classes, **kw)
+    )
+    register_model("tiny-cifar", dataset="cifar10", group="p4m", description="test model for 3-channel inputs")(
+        lambda num_classes=10, **kw: TinyE4(num_classes, in_channels=3, group="p4m", **kw)
+    )
+
+
+register()
