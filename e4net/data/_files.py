@@ -78,7 +78,7 @@ def verify_file(
     for want in expected:
         alg = _algorithm_for(want)
         if alg not in seen:
-            seen[alg] = file_digest(path, alg)
+            seen[alg] = known_digest(path, alg)
         if seen[alg] == want:
             return True
     got = ", ".join(f"{alg} {digest}" for alg, digest in seen.items())
@@ -178,10 +178,38 @@ def source_fingerprint(paths: list[Path]) -> dict:
     return {"version": CACHE_VERSION, "sources": fp}
 
 
+def _writable(folder: Path) -> bool:
+    """A folder we may write into: writable for us *and* not marked read-only (root ignores the mode bits)."""
+    try:
+        return folder.is_dir() and os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
 def _cache_candidates(sources: list[Path], name: str) -> list[Path]:
     key = hashlib.sha256(json.dumps([str(p.resolve()) for p in sources]).encode()).hexdigest()[:16]
-    beside = sources[0].parent / ".e4net-cache" / f"{name}.npz"
-    return [beside, cache_dir() / f"{name}-{key}.npz"]
+    out = []
+    if _writable(sources[0].parent):
+        out.append(sources[0].parent / ".e4net-cache" / f"{name}.bin")
+    out.append(cache_dir() / f"{name}-{key}.bin")
+    return out
+
+
+def _save_arrays(f, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    np.save(f, np.array(json.dumps({**meta, "keys": list(arrays)})), allow_pickle=False)
+    for k in arrays:
+        np.save(f, np.ascontiguousarray(arrays[k]), allow_pickle=False)
+
+
+def _load_arrays(path: Path, meta: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file made from the same sources, else None. Plain ``.npy`` records, read straight
+    into memory (no zip, no CRC), so loading is bound by memory bandwidth."""
+    with open(path, "rb") as f:
+        head = json.loads(str(np.load(f, allow_pickle=False)))
+        keys = head.pop("keys")
+        if head != meta:
+            return None
+        return {k: np.load(f, allow_pickle=False) for k in keys}
 
 
 def cached_arrays(
@@ -189,28 +217,50 @@ def cached_arrays(
 ) -> dict[str, np.ndarray]:
     """Return ``build()``'s arrays, from a binary cache when one made from the same source files exists.
 
-    The cache is an uncompressed ``.npz`` holding the arrays and a ``meta`` JSON (the sources' fingerprint and
-    ``extra``); it is written atomically, beside the sources (``.e4net-cache/``) when that folder is writable,
-    else under :func:`cache_dir`. A stale or unreadable cache is rebuilt.
+    The cache holds the arrays as consecutive ``.npy`` records after a JSON header (the sources' fingerprint and
+    ``extra``); it is written atomically, beside the sources (``.e4net-cache/``) when that folder is writable (and
+    not marked read-only), else under :func:`cache_dir`. A stale or unreadable cache is rebuilt.
     """
     meta = {**source_fingerprint(sources), "extra": extra or {}}
     candidates = _cache_candidates(sources, name)
     for c in candidates:
         if c.is_file():
             try:
-                with np.load(c, allow_pickle=False) as z:
-                    if json.loads(str(z["meta"])) == meta:
-                        return {k: z[k] for k in z.files if k != "meta"}
+                arrays = _load_arrays(c, meta)
+                if arrays is not None:
+                    return arrays
             except Exception:  # noqa: BLE001 - a damaged cache is simply rebuilt
                 pass
     arrays = build()
     for c in candidates:
         try:
-            atomic_write_bytes(c, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
+            atomic_write_bytes(c, lambda f: _save_arrays(f, meta, arrays))
             break
         except OSError:
             continue
     return arrays
+
+
+def known_digest(path: Path, algorithm: str) -> str:
+    """``file_digest`` remembered in ``cache_dir()/digests.json`` per (path, size, mtime): verifying a 170 MB archive
+    on every run costs nothing after the first."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{algorithm}"
+    store = cache_dir() / "digests.json"
+    try:
+        table = json.loads(store.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key in table:
+        return table[key]
+    digest = file_digest(path, algorithm)
+    table[key] = digest
+    try:
+        data = json.dumps(table, indent=0).encode()
+        atomic_write_bytes(store, lambda f: f.write(data))
+    except OSError:
+        pass
+    return digest
 
 
 def open_zip(path: Path) -> zipfile.ZipFile:

@@ -54,4 +54,7 @@ def load(path: Path | None = None) -> dict[str, np.ndarray]:
         train_idx.append(idx[:TRAIN_PER_CLASS])
         test_idx.append(idx[TRAIN_PER_CLASS:])
     tr, te = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
-    return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te], "angles": angles.astype(np.float32)}
+    return {
+        "x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te],
+        "angles": angles.astype(np.float32), "train_index": tr, "test_index": te,
+    }  # fmt: skip

@@ -33,5 +33,15 @@ def rotate(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
 
 def channel_stats(x: np.ndarray, scale: float) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of ``x (N, C, H, W)`` after multiplying by ``scale`` (Sec. 5.2's normalisation)."""
-    xs = x.astype(np.float64) * scale
-    return xs.mean(axis=(0, 2, 3)).tolist(), xs.std(axis=(0, 2, 3)).tolist()
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        xc = x[:, c]
+        m = float(xc.mean(dtype=np.float64))
+        sq = (
+            float(np.square(xc, dtype=np.float64).mean())
+            if xc.dtype != np.uint8
+            else float(np.bincount(xc.reshape(-1), minlength=256) @ (np.arange(256.0) ** 2) / xc.size)
+        )
+        means.append(m * scale)
+        stds.append(float(np.sqrt(max(sq - m * m, 0.0))) * scale)
+    return means, stds
