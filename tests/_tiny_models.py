@@ -11,7 +11,9 @@ from e4net.nn import E4Conv, GlobalMaxPool, GroupBatchNorm, LiftingConv, Spatial
 class TinyE4(nn.Module):
     """Lifting conv -> E4 layer (with its batch norm) -> 2x2 pool -> global group max pool -> linear: p4-invariant."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 4, group: str = "p4", norm: bool = True):
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, width: int = 4, group: str = "p4", norm: bool = True
+    ):
         super().__init__()
         self.lift = LiftingConv(in_channels, width, 3, group)
         self.bn = GroupBatchNorm(width, group) if norm else nn.Identity()
@@ -26,17 +28,34 @@ class TinyE4(nn.Module):
 
 
 class TinyPlain(nn.Module):
-    """A tiny model without batch norm (DDP gradient averaging equals the full-batch gradient exactly)."""
+    """A tiny fast model (no E4 layer); without ``norm`` DDP gradient averaging equals the full-batch gradient."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, norm: bool = False):
         super().__init__()
         self.lift = LiftingConv(in_channels, 4, 3, "p4")
+        self.bn = GroupBatchNorm(4, "p4") if norm else nn.Identity()
         self.pool = SpatialMaxPool2d(4)
         self.gpool = GlobalMaxPool()
         self.fc = nn.Linear(4, num_classes)
 
     def forward(self, x):
-        return self.fc(self.gpool(self.pool(self.lift(x)).relu()))
+        return self.fc(self.gpool(self.pool(self.bn(self.lift(x))).relu()))
+
+
+class NanAfter(TinyPlain):
+    """Outputs NaN from its ``nan_at``-th training forward pass on (a model whose loss diverges)."""
+
+    def __init__(self, num_classes: int = 10, nan_at: int = 6):
+        super().__init__(num_classes)
+        self.nan_at, self.calls = nan_at, 0
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.nan_at:
+                y = y * float("nan")
+        return y
 
 
 def register() -> None:
@@ -45,11 +64,17 @@ def register() -> None:
     register_model("tiny-e4", dataset="mnist-rot", group="p4", description="test model")(
         lambda num_classes=10, **kw: TinyE4(num_classes, **kw)
     )
-    register_model("tiny-e4-other", dataset="mnist-rot", group="p4", description="test model, other widths")(
-        lambda num_classes=10, **kw: TinyE4(num_classes, width=8, **kw)
+    register_model("tiny-bn-other", dataset="mnist-rot", group="p4", description="test model, other layers")(
+        lambda num_classes=10, **kw: TinyPlain(num_classes, norm=False, **kw)
     )
     register_model("tiny-plain", dataset="mnist-rot", group="p4", description="test model, no norm")(
         lambda num_classes=10, **kw: TinyPlain(num_classes, **kw)
+    )
+    register_model("tiny-bn", dataset="mnist-rot", group="p4", description="fast test model with batch norm")(
+        lambda num_classes=10, **kw: TinyPlain(num_classes, norm=True, **kw)
+    )
+    register_model("tiny-nan", dataset="mnist-rot", group="p4", description="test model that diverges")(
+        lambda num_classes=10, **kw: NanAfter(num_classes, **kw)
     )
     register_model("tiny-cifar", dataset="cifar10", group="p4m", description="test model for 3-channel inputs")(
         lambda num_classes=10, **kw: TinyE4(num_classes, in_channels=3, group="p4m", **kw)

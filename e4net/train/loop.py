@@ -79,7 +79,7 @@ class TrainConfig:
     limit_train_batches: int | None = None
     limit_test_batches: int | None = None
     max_steps: int | None = None
-    eval_every: int = 1
+    eval_every: int | None = None
     progress: bool = True
 
     def resolved(self) -> TrainConfig:
@@ -97,6 +97,7 @@ class TrainConfig:
                 setattr(c, name, getattr(r, name))
         c.milestones = list(self.milestones) if self.milestones is not None else list(r.milestones)
         c.out = self.out or str(Path("runs") / f"{c.model}-{c.dataset}-seed{c.seed}")
+        c.eval_every = self.eval_every or 1
         _check_config(c)
         return c
 
@@ -279,21 +280,11 @@ def _train(config: TrainConfig, ctx: D.DistContext, log) -> dict[str, Any]:
         if clash:
             desc = ", ".join(f"--{k.replace('_', '-')} {a} (checkpoint: {b})" for k, (a, b) in clash.items())
             raise CheckpointError(f"--resume: {desc} differ from the run saved in {ckpt_path}; drop them to resume it")
-        runtime = {
-            k: getattr(config, k)
-            for k in (
-                "device",
-                "amp",
-                "channels_last",
-                "verify",
-                "checksum",
-                "download",
-                "limit_test_batches",
-                "max_steps",
-                "eval_every",
-                "progress",
-            )
-        }
+        runtime_keys = ("device", "amp", "channels_last", "verify", "checksum", "download", "max_steps", "progress")
+        runtime = {k: getattr(config, k) for k in runtime_keys}
+        # Settings that only shape the report carry over from the saved run unless given again.
+        for k in ("limit_test_batches", "eval_every"):
+            runtime[k] = getattr(config, k) if getattr(config, k) is not None else getattr(saved, k)
         cfg = dataclasses.replace(saved, **runtime, resume=True, out=str(out),
                                   data_root=config.data_root or saved.data_root)  # fmt: skip
     else:
