@@ -28,7 +28,7 @@ All actions are exact (pure index permutations), so equivariance holds to floati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -153,7 +153,7 @@ class Group:
         return self.name
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kernel_permutation(group: Group, k: int) -> torch.Tensor:
     grid = torch.arange(k * k).view(k, k)
     return torch.stack([group.act_on_image(grid, a).reshape(-1) for a in group.elements()])
