@@ -76,6 +76,15 @@ def register() -> None:
     register_model("tiny-nan", dataset="mnist-rot", group="p4", description="test model that diverges")(
         lambda num_classes=10, **kw: NanAfter(num_classes, **kw)
     )
+    register_model("tiny-cnn", dataset="mnist-rot", group=None, description="plain CNN test model")(
+        lambda num_classes=10, **kw: nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, stride=2),
+            nn.Flatten(),
+            nn.Linear(4 * 13 * 13, num_classes),
+        )
+    )
     register_model("tiny-cifar", dataset="cifar10", group="p4m", description="test model for 3-channel inputs")(
         lambda num_classes=10, **kw: TinyE4(num_classes, in_channels=3, group="p4m", **kw)
     )

@@ -34,7 +34,13 @@ def test_paper_recipes():
     assert (MNIST_ROT.optimizer, MNIST_ROT.lr, MNIST_ROT.weight_decay, MNIST_ROT.batch_size, MNIST_ROT.epochs) == (
         "adam", 0.02, 1e-4, 128, 200)  # fmt: skip
     assert MNIST_ROT.milestones == (60, 120, 160) and MNIST_ROT.gamma == 0.1
-    assert (CIFAR.optimizer, CIFAR.lr, CIFAR.momentum, CIFAR.nesterov, CIFAR.weight_decay) == ("sgd", 0.1, 0.9, True, 5e-4)
+    assert (CIFAR.optimizer, CIFAR.lr, CIFAR.momentum, CIFAR.nesterov, CIFAR.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        True,
+        5e-4,
+    )
     assert CIFAR.milestones == (60, 120, 160) and CIFAR.gamma == 0.2 and RECIPES["cifar100"] == CIFAR
     assert MNIST_ROT.rescaled(20).milestones == pytest.approx((6, 12, 16))
     c = TrainConfig(dataset="cifar10", epochs=50, lr=0.05).resolved()
@@ -161,13 +167,33 @@ def test_cli_nan(tmp_path, capsys):
 
 
 def test_cli_missing_data(tmp_path, capsys):
-    rc, err = _cli(capsys, "--model", "tiny-e4", "--dataset", "mnist-rot", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
+    rc, err = _cli(
+        capsys,
+        "--model",
+        "tiny-e4",
+        "--dataset",
+        "mnist-rot",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert rc == 1 and "not found" in _error_line(err) and "--download" in err
 
 
 def test_cli_corrupt_data(tmp_path, capsys):
     (tmp_path / "mnist_rotation_new.zip").write_bytes(b"PK\x03\x04 definitely not a zip")
-    rc, err = _cli(capsys, "--model", "tiny-e4", "--dataset", "mnist-rot", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
+    rc, err = _cli(
+        capsys,
+        "--model",
+        "tiny-e4",
+        "--dataset",
+        "mnist-rot",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert rc == 1 and "corrupt" in _error_line(err)
 
 
@@ -175,7 +201,17 @@ def test_cli_checksum_mismatch(tmp_path, capsys):
     from test_data import _cifar100_archive
 
     _cifar100_archive(tmp_path / "cifar-100-python.tar.gz")
-    rc, err = _cli(capsys, "--model", "tiny-cifar", "--dataset", "cifar100", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"))
+    rc, err = _cli(
+        capsys,
+        "--model",
+        "tiny-cifar",
+        "--dataset",
+        "cifar100",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert rc == 1 and "--no-verify" in _error_line(err) and "checksum" in err
 
 
