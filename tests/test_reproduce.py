@@ -10,7 +10,7 @@ import pytest
 
 from e4net.cli.main import main
 from e4net.train import grids
-from e4net.train.grids import GRIDS, PaperValue, Run
+from e4net.train.grids import PaperValue, Run, grid
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +19,16 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 def test_grids_match_the_paper():
-    assert [r.model for r in GRIDS["table1"]] == ["p4-sa", "p4cnn", "alpha-p4cnn", "e4net", "e4net-large"]
-    assert [r.paper.test_error for r in GRIDS["table2"]] == [4.10, 1.96, 1.52, 1.29]
-    assert len({r.run_id for r in GRIDS["table3"]}) == 7  # s=2, r=1, k=5 are the same baseline
-    assert {(r.dataset, r.paper.test_error) for r in GRIDS["table4"] if r.model == "p4m-e4r18"} == {
+    assert [r.model for r in grid("table1")] == ["p4-sa", "p4cnn", "alpha-p4cnn", "e4net", "e4net-large"]
+    assert [r.paper.test_error for r in grid("table1")] == [2.54, 1.79, 1.69, 1.29, 1.17]
+    assert [r.paper.test_error for r in grid("table2")] == [4.10, 1.96, 1.52, 1.29]
+    assert grid("table2")[-1].model_args == {} and grid("table2")[0].model_args == {"concat": "none"}
+    assert len({r.run_id for r in grid("table3")}) == 7  # s=2, r=1, k=5 are the same baseline
+    assert {r.run_id for r in grid("table2")} & {r.run_id for r in grid("table3")} == {"e4net_mnist-rot"}
+    assert {(r.dataset, r.paper.test_error) for r in grid("table4") if r.model == "p4m-e4r18"} == {
         ("cifar10", 4.96), ("cifar100", 22.18)}  # fmt: skip
-    assert sorted({r.train_per_class for r in GRIDS["fig2"]}) == [1000, 2000, 3000, 4000, 5000]
-    assert len(GRIDS["fig2"]) == 25
+    assert sorted({r.train_per_class for r in grid("fig2")}) == [1000, 2000, 3000, 4000, 5000]
+    assert len(grid("fig2")) == 25
 
 
 @pytest.mark.parametrize("target, n_runs", [("table1", 5), ("table2", 4), ("table3", 7), ("table4", 10), ("fig2", 25)])
@@ -40,7 +43,7 @@ def test_dry_run_lists_runs(tmp_path, capsys, target, n_runs):
 @pytest.fixture
 def tiny_fig2(monkeypatch):
     grid = [
-        Run(label, model, "digits", train_per_class=n, paper=PaperValue(80.0, 1.0, "1K", "1M") if n == 10 else None)
+        Run(label, model, "digits", train_per_class=n, paper=PaperValue(80.0, 1.0, 1e3, 1e6) if n == 10 else None)
         for label, model in (("tiny BN", "tiny-bn"), ("tiny plain", "tiny-plain"))
         for n in (5, 10)
     ]

@@ -138,8 +138,8 @@ def markdown(target: str, grid: list, rows: list[dict[str, Any]], seeds: int, ep
         err = _fmt_err(r["test_errors"])
         if r["failed"]:
             err += f" — {len(r['failed'])} failed"
-        cells += [err, _paper_err(run.paper), _fmt_count(r["params"]), run.paper.params if run.paper else "—",
-                  _fmt_count(r["macs"]), run.paper.macs if run.paper else "—"]  # fmt: skip
+        cells += [err, _paper_err(run.paper), _fmt_count(r["params"]), _fmt_count(run.paper and run.paper.params),
+                  _fmt_count(r["macs"]), _fmt_count(run.paper and run.paper.macs)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     failures = [f"- {r['run_id']} {f}" for r in rows for f in r["failed"]]
     if failures:
@@ -179,12 +179,12 @@ def plot_fig2(rows: list[dict[str, Any]], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import E4NetError
     from ..models import list_models
-    from ..train.grids import GRIDS
+    from ..train.grids import grid as grid_of
     from ..train.loop import TrainConfig, train
 
     if args.seeds < 1:
         raise E4NetError(f"--seeds must be at least 1, got {args.seeds}")
-    grid = [r for r in GRIDS[args.target] if not args.only or args.only in r.run_id]
+    grid = [r for r in grid_of(args.target) if not args.only or args.only in r.run_id]
     if not grid:
         raise E4NetError(f"--only {args.only!r} matches no configuration of {args.target}")
     out = Path(args.out)

@@ -31,6 +31,7 @@ class PaperRow:
     test_error: float | None = None
     test_error_std: float | None = None
     test_error_cifar100: float | None = None
+    test_error_cifar100_std: float | None = None
 
 
 @dataclass(frozen=True)

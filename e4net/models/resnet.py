@@ -1,0 +1,233 @@
+"""CIFAR models of Sec. 5.2 / Table 4: ResNet-18 and its p4 / p4m and E4 versions.
+
+* ``r18``: the standard ResNet-18 for 32x32 inputs [10] (3x3 stem, no max pooling, 4 stages of 2 basic blocks,
+  64-128-256-512 channels, stride-2 downsampling, global average pooling, linear).
+* ``p4-r18`` / ``p4m-r18``: every convolution replaced by its group version (lifting stem, group convolutions
+  of Eq. 5, 1x1 group convolutions in the shortcuts). The width is multiplied by ``sqrt(|A|)`` in *total channels*
+  (fields x |A|), i.e. ``fields = floor(64 / sqrt(|A|))`` in the first stage (32 for p4, 22 for p4m), doubled per
+  stage, so the parameters stay about the same. Logits: mean over group and space, then linear (invariant).
+* ``p4-e4r18`` / ``p4m-e4r18``: the second convolution of every residual block is an E4 layer (Eq. 12) with
+  k=3, r=2 and two channels per slice (``slices = fields // 2``).
+
+Exactness: a stride-2 convolution on an even-sized map is not exactly equivariant (its sampling grid is not
+symmetric about the centre), so the group models downsample with a stride-1 convolution followed by 2x2 average
+pooling (exact on 32/16/8-sized maps). In the shortcut the 2x2 average pooling comes *before* the 1x1 convolution,
+which is the same linear map (they commute) at a quarter of the cost. The stride-1 3x3 convolutions cost 4x the
+MACs of a strided one; docs/models.md compares the totals with Table 4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..groups import Group, resolve
+from ..nn import E4Conv, GlobalAvgPool, GroupBatchNorm, GroupConv, LiftingConv, SpatialAvgPool2d
+from .registry import PaperRow, register_model
+
+__all__ = ["ResNet18", "GroupResNet18", "BasicBlock", "GroupBasicBlock", "default_width"]
+
+
+# ---- plain ResNet-18 ------------------------------------------------------------------------------------------------
+class BasicBlock(nn.Module):
+    """``ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x))`` [10]."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images (the CIFAR variant: 3x3 stem, no max pooling); ``width`` channels in stage 1."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64, in_channels: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        blocks, cin = [], width
+        for stage in range(4):
+            cout = width * 2**stage
+            for i in range(2):
+                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layers(self.stem(x)).mean((-2, -1)))
+
+
+# ---- group ResNet-18 ------------------------------------------------------------------------------------------------
+def default_width(group: str | Group, base: int = 64) -> int:
+    """First-stage fields: ``floor(base / sqrt(|A|))`` so that fields x |A| = base x sqrt(|A|) (32 for p4, 22 for p4m)."""
+    return int(base / math.sqrt(resolve(group).order))
+
+
+class GroupBasicBlock(nn.Module):
+    """Residual block on group feature maps: ``ReLU(BN(conv2(ReLU(BN(pool(conv1(x)))))) + shortcut(x))``.
+
+    ``conv1`` is a 3x3 group convolution (Eq. 5); ``conv2`` another one, or an E4 layer (Eq. 12) if ``e4``.
+    ``downsample`` halves the map exactly: stride-1 ``conv1`` then 2x2 average pooling; shortcut: 2x2 average pooling
+    then 1x1 group convolution + BN.
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        group: Group,
+        downsample: bool,
+        e4: bool,
+        reduction: int = 2,
+        channels_per_slice: int = 2,
+        e4_kernel_size: int = 3,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.conv1 = GroupConv(cin, cout, 3, group)
+        self.pool = SpatialAvgPool2d(2) if downsample else nn.Identity()
+        self.bn1 = GroupBatchNorm(cout, group)
+        if e4:
+            if cout % channels_per_slice:
+                raise ValueError(
+                    f"E4 block: {cout} fields are not divisible into slices of {channels_per_slice} channels"
+                )
+            slices = cout // channels_per_slice
+            self.conv2 = E4Conv(cout, cout, e4_kernel_size, group, reduction=reduction, slices=slices, backend=backend)
+        else:
+            self.conv2 = GroupConv(cout, cout, 3, group)
+        self.bn2 = GroupBatchNorm(cout, group)
+        self.shortcut = nn.Sequential()
+        if downsample or cin != cout:
+            self.shortcut = nn.Sequential(
+                SpatialAvgPool2d(2) if downsample else nn.Identity(),
+                GroupConv(cin, cout, 1, group),
+                GroupBatchNorm(cout, group),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.pool(self.conv1(x))))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class GroupResNet18(nn.Module):
+    """p4 / p4m ResNet-18 (Sec. 5.2); with ``e4=True`` the second convolution of every block is an E4 layer.
+
+    Args:
+        num_classes: outputs.
+        group: ``"p4"`` or ``"p4m"``.
+        width: fields in stage 1 (default :func:`default_width`: 32 for p4, 22 for p4m), doubled per stage.
+        e4: use E4 layers (k=``e4_kernel_size``, r=``reduction``, ``channels_per_slice`` channels per slice).
+        in_channels: image channels.
+        backend: E4 aggregation backend.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        group: str = "p4",
+        width: int | None = None,
+        e4: bool = False,
+        reduction: int = 2,
+        channels_per_slice: int = 2,
+        e4_kernel_size: int = 3,
+        in_channels: int = 3,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        g = resolve(group)
+        self.group = g
+        width = default_width(g) if width is None else width
+        self.stem = nn.Sequential(
+            LiftingConv(in_channels, width, 3, g), GroupBatchNorm(width, g), nn.ReLU(inplace=True)
+        )
+        blocks, cin = [], width
+        for stage in range(4):
+            cout = width * 2**stage
+            for i in range(2):
+                blocks.append(
+                    GroupBasicBlock(
+                        cin, cout, g, stage > 0 and i == 0, e4, reduction, channels_per_slice, e4_kernel_size, backend
+                    )
+                )
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = GlobalAvgPool(group_pool=True)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.layers(self.stem(x))))
+
+
+# ---- registrations (paper numbers: Table 4, CIFAR10 / CIFAR100 test error) -------------------------------------------
+def _t4(label: str, params: float, macs: float, c10: tuple[float, float], c100: tuple[float, float]) -> PaperRow:
+    return PaperRow("table4", label, params, macs, c10[0], c10[1], c100[0], c100[1])
+
+
+@register_model(
+    "r18",
+    dataset="cifar10",
+    group=None,
+    description="ResNet-18 for 32x32 inputs (not equivariant; the Table 4 baseline)",
+    paper=_t4("R18", 11e6, 0.56e9, (9.7, 0.43), (34.0, 0.76)),
+)
+def r18(num_classes: int = 10, **kwargs) -> ResNet18:
+    return ResNet18(num_classes=num_classes, **kwargs)
+
+
+@register_model(
+    "p4-r18",
+    dataset="cifar10",
+    group="p4",
+    description="p4-ResNet-18: every convolution a p4 convolution, 32 fields in stage 1",
+    paper=_t4("p4-R18", 11e6, 2.99e9, (7.53, 0.21), (27.96, 0.56)),
+)
+def p4_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
+    return GroupResNet18(num_classes=num_classes, group="p4", **kwargs)
+
+
+@register_model(
+    "p4m-r18",
+    dataset="cifar10",
+    group="p4m",
+    description="p4m-ResNet-18: every convolution a p4m convolution, 22 fields in stage 1",
+    paper=_t4("p4m-R18", 10.8e6, 5.63e9, (5.83, 0.17), (24.95, 0.42)),
+)
+def p4m_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
+    return GroupResNet18(num_classes=num_classes, group="p4m", **kwargs)
+
+
+@register_model(
+    "p4-e4r18",
+    dataset="cifar10",
+    group="p4",
+    description="p4-E4R18: p4-R18 with the second convolution of every block an E4 layer (k=3, r=2, 2 ch/slice)",
+    paper=_t4("p4-E4R18", 5.8e6, 1.85e9, (6.42, 0.14), (26.59, 0.36)),
+)
+def p4_e4r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
+    return GroupResNet18(num_classes=num_classes, group="p4", e4=True, **kwargs)
+
+
+@register_model(
+    "p4m-e4r18",
+    dataset="cifar10",
+    group="p4m",
+    description="p4m-E4R18: p4m-R18 with the second convolution of every block an E4 layer (k=3, r=2, 2 ch/slice)",
+    paper=_t4("p4m-E4R18", 6.0e6, 3.87e9, (4.96, 0.16), (22.18, 0.46)),
+)
+def p4m_e4r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
+    return GroupResNet18(num_classes=num_classes, group="p4m", e4=True, **kwargs)

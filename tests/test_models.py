@@ -1,0 +1,285 @@
+"""Models of Tables 1-4: registry, invariance of every registered model's logits, counts, the table and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import e4net
+from e4net import groups
+from e4net.models import create_model, list_models, model_spec
+from e4net.models.paper import ABLATIONS, ablations
+from e4net.models.table import format_table, model_table
+
+MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+
+# Reduced widths keep the default invariance test fast; the real configurations run in the slow test below.
+FAST_OVERRIDES: dict[str, dict] = {
+    "r18": {"width": 8},
+    "p4-r18": {"width": 4},
+    "p4m-r18": {"width": 4},
+    "p4-e4r18": {"width": 4},
+    "p4m-e4r18": {"width": 4},
+    "e4net-large": {"fields": 8, "slices": 4},
+}
+
+
+def randomize(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
+    """Random parameters AND random BN buffers / affine weights (not just the init values), eval mode, float64.
+
+    The BN statistics are first calibrated on random inputs and then perturbed, so the network stays sensitive to
+    its input (random statistics alone can drown every activation and make an invariance test vacuous).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    model = model.double()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for m in model.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if m in bns:
+                    base = 1.0 if name == "weight" else 0.0
+                    p.copy_(base + 0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * p.std().clamp_min(0.05))
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        model(torch.randn(4, *input_shape, generator=gen, dtype=torch.float64))
+        for m in bns:
+            std = m.running_var.sqrt()
+            m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=gen, dtype=std.dtype))
+            m.running_var.mul_(0.5 + torch.rand(std.shape, generator=gen, dtype=std.dtype))
+    return model.eval()
+
+
+def group_of(name: str) -> groups.Group:
+    g = model_spec(name).group
+    # A model over p4m must be invariant to reflections too; plain (non-equivariant) models have no group.
+    return groups.get(g) if g else groups.P4
+
+
+def max_invariance_error(model: torch.nn.Module, x: torch.Tensor, group: groups.Group) -> float:
+    with torch.no_grad():
+        y = model(x)
+        errs = [(model(group.act_on_image(x, g)) - y).abs().max().item() for g in group.elements()[1:]]
+    scale = y.abs().max().item()
+    # The check is only meaningful if the logits depend on the input: the two examples must differ.
+    assert (y[0] - y[1]).abs().max().item() > 1e-3 * scale, "degenerate model: logits do not depend on the input"
+    return max(errs) / max(scale, 1e-12)
+
+
+def equivariant_names() -> list[str]:
+    return [n for n in list_models() if model_spec(n).group]
+
+
+def _input(name: str, seed: int = 1) -> torch.Tensor:
+    return torch.randn(
+        2, *model_spec(name).input_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+# ---- registry -----------------------------------------------------------------------------------------------------
+def test_required_names_are_registered():
+    required = {"e4net", "e4net-large", "p4cnn", "r18", "p4-r18", "p4m-r18", "p4-e4r18", "p4m-e4r18"}
+    assert required <= set(list_models())
+    assert e4net.list_models() == list_models()
+
+
+@pytest.mark.parametrize("name", ["e4net", "p4cnn"])
+def test_num_classes_and_output_shape(name):
+    model = create_model(name, num_classes=7).eval()
+    assert model(torch.zeros(3, *model_spec(name).input_shape)).shape == (3, 7)
+
+
+def test_bad_override_is_a_clear_error():
+    with pytest.raises(ValueError, match="bad override"):
+        create_model("e4net", no_such_option=1)
+    with pytest.raises(ValueError, match="concat"):
+        create_model("e4net", concat="sideways")
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("nope")
+
+
+def test_ablation_list_matches_tables_2_and_3():
+    assert [a.label for a in ablations("table2")] == ["None", "only K", "only V", "K&V"]
+    assert [a.label for a in ablations("table3")] == ["s=1", "s=2", "s=4", "r=1", "r=2", "r=4", "k=3", "k=5", "k=7"]
+    assert all(a.paper is not None and a.paper.test_error is not None for a in ABLATIONS)
+    with pytest.raises(ValueError):
+        ablations("table9")
+
+
+# ---- invariance ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", equivariant_names())
+def test_logits_invariant_for_every_registered_model(name):
+    """Eval-mode logits are unchanged by every element of the model's point group (rotations, and reflections for p4m)."""
+    torch.manual_seed(0)
+    model = randomize(create_model(name, **FAST_OVERRIDES.get(name, {})), model_spec(name).input_shape)
+    err = max_invariance_error(model, _input(name), group_of(name))
+    assert err < 1e-9, f"{name}: relative invariance error {err:.2e}"
+
+
+def _distinct_ablations() -> list:
+    # The baseline rows (K&V, s=2, r=1, k=5) are all the default e4net, tested above: keep one config of each.
+    seen, out = {"concat=both", "slices=2", "reduction=1", "kernel_size=5"}, []
+    for a in ABLATIONS:
+        key = " ".join(f"{k}={v}" for k, v in a.overrides.items())
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out
+
+
+# Two representative ablations run by default (the E4 layer's equivariance for all settings is tested in the core
+# tests); the rest are marked slow.
+_FAST_ABLATIONS = {"e4net concat=none", "e4net kernel_size=7"}
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [a if a.name in _FAST_ABLATIONS else pytest.param(a, marks=pytest.mark.slow) for a in _distinct_ablations()],
+    ids=lambda a: a.name,
+)
+def test_ablations_are_invariant(ablation):
+    """Every Table 2 / 3 configuration is invariant too."""
+    model = randomize(create_model(ablation.model, **ablation.overrides), MNIST, seed=3)
+    assert max_invariance_error(model, _input(ablation.model), groups.P4) < 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in equivariant_names() if n in FAST_OVERRIDES])
+def test_logits_invariant_at_the_real_default_width(name):
+    """The registered configurations themselves (full width), not only the reduced ones of the fast test."""
+    model = randomize(create_model(name), model_spec(name).input_shape)
+    x = _input(name)[:1].expand(2, -1, -1, -1).clone()
+    x[1] = x[1].flip(-2) * 0.5  # a second, different example
+    assert max_invariance_error(model, x, group_of(name)) < 1e-9
+
+
+def test_p4m_override_of_e4net_is_invariant_to_reflections():
+    model = randomize(create_model("e4net", group="p4m", fields=8, slices=2), MNIST)
+    assert max_invariance_error(model, _input("e4net"), groups.P4M) < 1e-9
+
+
+def test_invariance_check_catches_a_planted_bug(monkeypatch):
+    """Replacing the group max pool by 'take slot 0' breaks invariance: the check above must notice."""
+    from e4net.nn import GroupMaxPool
+
+    monkeypatch.setattr(GroupMaxPool, "forward", lambda self, x: x[:, :, 0])
+    model = randomize(create_model("e4net"), MNIST)
+    assert max_invariance_error(model, _input("e4net"), groups.P4) > 1e-3
+
+
+def test_non_equivariant_r18_is_not_invariant():
+    """Sanity of the test itself: a plain ResNet-18 is not rotation invariant."""
+    model = randomize(create_model("r18", width=8), CIFAR)
+    assert max_invariance_error(model, _input("r18"), groups.P4) > 1e-3
+
+
+# ---- counts -------------------------------------------------------------------------------------------------------
+def test_e4_layer_count_matches_sec_4_2():
+    """E4Conv(16,16,5,p4,r=1,s=2): c^2|A|(1+1/r) + csk^2/r = 2848 weights, + 32 norm affine + 50 generator bias."""
+    layer = e4net.nn.E4Conv(16, 16, 5, "p4", reduction=1, slices=2)
+    c = e4net.count(layer, (16, 4, 28, 28))
+    assert c.params == 2848 + 32 + 50
+    # (1+1/r) c^2 |A|^2 hw + (1+s/r) k^2 c |A| hw at 28x28
+    assert c.macs == (2 * 16**2 * 16 + 3 * 25 * 16 * 4) * 28 * 28 == 10_185_728
+
+
+def test_e4net_count_by_hand():
+    # lifting 5x5 (400) + 7 BNs (7*32) + 6 E4 layers (2930 each) + linear 16->10 (170)
+    params = 400 + 7 * 32 + 6 * 2930 + 170
+    # lifting 16*4*25 per pixel at 28x28; E4 12992 per pixel on 28^2 + 2*14^2 + 3*7^2 pixels; linear 160
+    macs = 16 * 4 * 25 * 784 + 12992 * (784 + 2 * 196 + 3 * 49) + 160
+    c = e4net.count(create_model("e4net"), (1, 28, 28))
+    assert (c.params, c.macs) == (params, macs)
+
+
+def test_p4cnn_count_by_hand():
+    f = 19
+    params = f * 9 + 5 * f * f * 4 * 9 + 10 * f * 4 * 16 + 6 * 2 * f
+    per = f * 4 * f * 4 * 9
+    macs = f * 4 * 9 * 26**2 + per * (24**2 + 10**2 + 8**2 + 6**2 + 4**2) + 10 * 4 * f * 4 * 16
+    c = e4net.count(create_model("p4cnn"), (1, 28, 28))
+    assert (c.params, c.macs) == (params, macs) == (77_539, macs)
+
+
+# ---- the table ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist_rows():
+    return model_table(dataset="mnist-rot")
+
+
+def test_table_rows_and_paper_numbers(mnist_rows):
+    names = [r.name for r in mnist_rows]
+    assert {"e4net", "e4net-large", "p4cnn", "e4net concat=none", "e4net kernel_size=7"} <= set(names)
+    row = next(r for r in mnist_rows if r.name == "e4net")
+    assert row.paper.params == 18.8e3 and row.paper.macs == 17e6 and row.paper.test_error == 1.29
+    assert row.params_diff == pytest.approx((row.params - 18.8e3) / 18.8e3)
+    # every row off by more than 5% carries a recorded explanation
+    for r in mnist_rows:
+        if r.paper is not None and r.off:
+            assert r.note and r.note != "unexplained deviation", r.name
+    text = format_table(mnist_rows)
+    assert "e4net concat=none" in text and "77,539" in text
+
+
+def test_table_filters_and_errors():
+    rows = model_table(name="p4cnn")
+    assert [r.name for r in rows] == ["p4cnn"]
+    with pytest.raises(ValueError, match="unknown model"):
+        model_table(name="nope")
+    with pytest.raises(ValueError, match="unknown data set"):
+        model_table(dataset="imagenet")
+
+
+def test_unexplained_deviation_is_flagged(monkeypatch):
+    """A row more than 5% off without a recorded explanation says so (the table never hides a deviation)."""
+    from e4net.models import paper
+
+    monkeypatch.setattr(paper, "DEVIATIONS", {})
+    row = model_table(name="p4cnn")[0]
+    assert row.off and row.note == "unexplained deviation"
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "e4net", "models", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_the_table():
+    res = _cli("--name", "p4cnn")
+    assert res.returncode == 0, res.stderr
+    assert "p4cnn" in res.stdout and "77,539" in res.stdout and "46.2M" in res.stdout
+
+
+def test_cli_bad_name_exits_1_without_traceback(capsys):
+    from e4net.cli.main import main
+
+    assert main(["models", "--name", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown model" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_json_rows(capsys):
+    import json
+
+    from e4net.cli.main import main
+
+    assert main(["models", "--name", "p4cnn", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["name"] == "p4cnn" and rows[0]["params"] == 77_539 and rows[0]["paper"]["params"] == 77.54e3
+
+
+def test_cli_help_explains_flags(capsys):
+    from e4net.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--dataset", "--name", "--no-ablations", "--json"):
+        assert flag in out
