@@ -252,3 +252,9 @@ def test_cli_bad_values(tmp_path, capsys):
     assert rc == 1 and "built for cifar10" in _error_line(err)
     rc, err = _cli(capsys, "--model", "no-such-model", "--out", str(tmp_path / "o"))
     assert rc == 1 and "unknown model" in _error_line(err)
+
+
+@pytest.mark.gpu
+def test_cuda_amp_channels_last_run(tmp_path):
+    s = train(_cfg(tmp_path / "run", device="cuda", channels_last=True))
+    assert s["device"].startswith("cuda") and s["amp"] is True and s["test_error"] is not None

@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a model with the paper's recipe",
-        description="Train a model of the registry (e4net list-models) with the paper's recipe for its data set "
+        description="Train a model of the registry (see: e4net models) with the paper's recipe for its data set "
         "(rot-MNIST: Adam lr 0.02, wd 1e-4, batch 128, 200 epochs, lr/10 at 60/120/160; CIFAR: SGD Nesterov 0.9, "
         "lr 0.1, wd 5e-4, batch 128, 200 epochs, lr/5 at 60/120/160, per-channel normalisation, no augmentation; "
         "digits: the rot-MNIST recipe over 3 epochs). Every value can be overridden. Writes OUT/metrics.jsonl "

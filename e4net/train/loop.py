@@ -166,7 +166,7 @@ def build_model(
     if tuple(spec.input_shape) != tuple(input_shape):
         raise E4NetError(
             f"model {name!r} is built for {spec.dataset} inputs {tuple(spec.input_shape)}, but this data set gives "
-            f"{tuple(input_shape)}; choose a model for it (e4net list-models / --model)"
+            f"{tuple(input_shape)}; choose a model for it (e4net models lists them)"
         )
     return create_model(name, num_classes=num_classes, **model_args)
 
@@ -296,6 +296,8 @@ def _train(config: TrainConfig, ctx: D.DistContext, log) -> dict[str, Any]:
                 f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue it, or choose another --out"
             )
     device = ctx.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     amp = device.type == "cuda" and cfg.amp in ("auto", "on")
     if cfg.amp == "on" and device.type != "cuda":
         log("note: --amp on has no effect on CPU (mixed precision is used on CUDA only)")
