@@ -176,6 +176,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data._files import install_plain_warnings
+
+    install_plain_warnings()
     from ..train.loop import train
 
     summary = train(config_from_args(args))

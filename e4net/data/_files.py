@@ -33,6 +33,26 @@ class DataError(E4NetError):
     """A data file is missing, corrupt or not the expected one."""
 
 
+class DataWarning(UserWarning):
+    """A data file is used although it is not the official one (or was not verified)."""
+
+
+def install_plain_warnings() -> None:
+    """Show :class:`DataWarning` as one plain line on stderr (the CLI's style) instead of Python's warning format."""
+    if getattr(warnings.showwarning, "_e4net_plain", False):
+        return
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(str(message), file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show._e4net_plain = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -95,8 +115,7 @@ def verify_file(
 
 
 def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr)
-    warnings.warn(msg, stacklevel=3)
+    warnings.warn(DataWarning(msg), stacklevel=3)
 
 
 def atomic_write_bytes(path: Path, writer: Callable[[object], None]) -> None:
