@@ -80,6 +80,11 @@ def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
     return all_reduce_sum([1.0 if flag else 0.0], ctx)[0] > 0
 
 
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
 def teardown(ctx: DistContext) -> None:
     if ctx.initialized_here and dist.is_initialized():
         dist.destroy_process_group()

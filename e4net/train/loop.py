@@ -302,10 +302,18 @@ def _train(config: TrainConfig, ctx: D.DistContext, log) -> dict[str, Any]:
     if cfg.amp == "on" and device.type != "cuda":
         log("note: --amp on has no effect on CPU (mixed precision is used on CUDA only)")
 
-    data = load_dataset(
-        cfg.dataset, cfg.data_root, download=cfg.download and ctx.is_main, verify=cfg.verify, checksum=cfg.checksum,
-        train_per_class=cfg.train_per_class, seed=cfg.seed, val_size=cfg.val_size,
-    )  # fmt: skip
+    def load() -> DataSet:
+        return load_dataset(
+            cfg.dataset, cfg.data_root, download=cfg.download and ctx.is_main, verify=cfg.verify,
+            checksum=cfg.checksum, train_per_class=cfg.train_per_class, seed=cfg.seed, val_size=cfg.val_size,
+        )  # fmt: skip
+
+    if ctx.distributed:  # rank 0 downloads / builds the cache first, the others then read it
+        data = load() if ctx.is_main else None
+        D.barrier(ctx)
+        data = data if data is not None else load()
+    else:
+        data = load()
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.num_classes, cfg.model_args, data.input_shape)
     from ..analysis import count
