@@ -379,3 +379,14 @@ def test_cifar10_replica_needs_no_verify(shared_data):
         ds = load_dataset("cifar10", shared_data, verify=False, train_per_class=100, seed=1)
     assert len(ds.train) == 1000 and len(ds.test) == 10000 and ds.input_shape == (3, 32, 32)
     assert np.bincount(ds.train.y.numpy()).tolist() == [100] * 10
+
+
+def test_cifar_download_from_local_server(tmp_path, http_root, monkeypatch):
+    served, base = http_root
+    xtr, _ = _cifar100_archive(served / "cifar-100-python.tar.gz")
+    md5 = hashlib.md5((served / "cifar-100-python.tar.gz").read_bytes()).hexdigest()
+    monkeypatch.setitem(cifar.SPECS["cifar100"], "url", f"{base}/cifar-100-python.tar.gz")
+    monkeypatch.setitem(cifar.SPECS["cifar100"], "md5", md5)
+    ds = load_dataset("cifar100", tmp_path / "new", download=True)
+    assert np.array_equal(ds.train.x.reshape(len(xtr), -1).numpy(), xtr)
+    assert (tmp_path / "new" / "cifar-100-python.tar.gz").is_file()
