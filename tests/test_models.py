@@ -283,3 +283,62 @@ def test_cli_help_explains_flags(capsys):
     out = capsys.readouterr().out
     for flag in ("--dataset", "--name", "--no-ablations", "--json"):
         assert flag in out
+
+
+# ---- ResNet-18 family ---------------------------------------------------------------------------------------------
+def test_r18_is_the_standard_cifar_resnet18():
+    """11,173,962 params; MACs: stem + 4 stage-1 convs + 3 x (strided conv, 3 convs, 1x1 shortcut) + linear."""
+    macs = (
+        3 * 64 * 9 * 1024 + 4 * 64 * 64 * 9 * 1024 + 3 * (128 * 64 * 9 * 256 + 3 * 128 * 128 * 9 * 256 + 128 * 64 * 256)
+    )
+    c = e4net.count(create_model("r18"), CIFAR)
+    assert (c.params, c.macs) == (11_173_962, macs + 512 * 10)
+
+
+def test_p4_r18_macs_by_hand():
+    """Group convs cost C'|A| C|A| k^2 h'w'; downsampling convs run at stride 1 on the larger map, then 2x2 pooling."""
+    n = 4
+
+    def gc(cout, cin, k, hw):
+        return cout * n * cin * n * k * k * hw
+
+    stage = gc(64, 32, 3, 1024) + 3 * gc(64, 64, 3, 256) + gc(64, 32, 1, 256)  # the same for stages 2, 3, 4
+    macs = 32 * n * 3 * 9 * 1024 + 4 * gc(32, 32, 3, 1024) + 3 * stage + 256 * 10
+    assert e4net.count(create_model("p4-r18"), CIFAR).macs == macs == 2_897_611_264
+
+
+def test_group_resnets_structure():
+    from e4net.nn import E4Conv, GroupConv, LiftingConv
+
+    r18 = sum(p.numel() for p in create_model("r18").parameters())
+    for name, width in [("p4-r18", 32), ("p4m-r18", 22), ("p4-e4r18", 32), ("p4m-e4r18", 22)]:
+        model = create_model(name)
+        assert model.stem[0].out_channels == width and model.classifier.in_features == 8 * width
+        convs = [m for m in model.modules() if isinstance(m, (LiftingConv, GroupConv, E4Conv))]
+        assert all(m.stride == 1 for m in convs), "strided layers on even maps are not exact"
+        assert all(m.group.name == model_spec(name).group for m in convs)
+        for block in model.layers:
+            if "e4" in name:
+                c = block.conv2
+                assert isinstance(c, E4Conv) and (c.kernel_size, c.reduction, c.slices) == (3, 2, c.out_channels // 2)
+            else:
+                assert isinstance(block.conv2, GroupConv)
+        if "e4" not in name:  # width x sqrt(|A|) keeps the parameters about the same
+            assert abs(sum(p.numel() for p in model.parameters()) / r18 - 1) < 0.06
+
+
+def test_e4_resnet_rejects_odd_slicing():
+    with pytest.raises(ValueError, match="slices"):
+        create_model("p4-e4r18", width=3)
+
+
+def test_table4_paper_rows_recorded():
+    row = model_spec("p4m-e4r18").paper
+    assert (row.table, row.params, row.macs) == ("table4", 6.0e6, 3.87e9)
+    assert (row.test_error, row.test_error_std, row.test_error_cifar100, row.test_error_cifar100_std) == (
+        4.96,
+        0.16,
+        22.18,
+        0.46,
+    )
+    assert all(model_spec(n).paper is not None for n in list_models() if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
