@@ -227,6 +227,15 @@ def test_table_rows_and_paper_numbers(mnist_rows):
     assert "e4net concat=none" in text and "77,539" in text
 
 
+def test_paper_style_macs_reproduce_tables_2_and_3(mnist_rows):
+    """The derived paper convention (no E4 aggregation, 3 ops per normalised value) is within 1% on every row."""
+    rows = [r for r in mnist_rows if r.paper is not None and r.paper.table in ("table2", "table3")]
+    assert len(rows) == 13
+    for r in rows:
+        assert abs(r.macs_paper_style_diff) < 0.01, (r.name, r.macs_paper_style, r.paper.macs)
+        assert abs(r.params_diff) < 0.05 or r.paper.label == "None", (r.name, r.params)
+
+
 def test_table_filters_and_errors():
     rows = model_table(name="p4cnn")
     assert [r.name for r in rows] == ["p4cnn"]
@@ -325,6 +334,17 @@ def test_group_resnets_structure():
                 assert isinstance(block.conv2, GroupConv)
         if "e4" not in name:  # width x sqrt(|A|) keeps the parameters about the same
             assert abs(sum(p.numel() for p in model.parameters()) / r18 - 1) < 0.06
+
+
+def test_shortcut_order_is_the_same_map_and_only_changes_the_cost():
+    """Average pooling and the 1x1 shortcut convolution commute: both orders give the same logits."""
+    a = create_model("p4m-e4r18", width=4).eval()
+    b = create_model("p4m-e4r18", width=4, shortcut_pool_first=False).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, *CIFAR)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+    assert e4net.count(b, CIFAR).macs > e4net.count(a, CIFAR).macs
 
 
 def test_e4_resnet_rejects_odd_slicing():
