@@ -137,7 +137,9 @@ def count_model(name: str, **overrides: Any) -> tuple[int, int, int, int]:
     return c.params, c.macs, c.macs - agg, norm_values[0]
 
 
-def model_table(dataset: str | None = None, name: str | None = None, include_ablations: bool = True) -> list[TableRow]:
+def model_table(
+    dataset: str | None = None, name: str | None = None, include_ablations: bool = True, progress: bool = False
+) -> list[TableRow]:
     """Rows for every registered model (then the Table 2 / 3 ablations of ``e4net``), optionally filtered.
 
     ``dataset`` keeps the models of that data set; ``name`` keeps one registered model (and, for ``e4net``, its
@@ -155,7 +157,11 @@ def model_table(dataset: str | None = None, name: str | None = None, include_abl
         configs += [(a.name, a.model, dict(a.overrides), a.paper) for a in ablations() if a.model in names]
     memo: dict[tuple[str, tuple], tuple[int, int, int, int]] = {}
     rows = []
-    for display, model, overrides, paper in configs:
+    from tqdm import tqdm
+
+    for display, model, overrides, paper in tqdm(
+        configs, desc="counting", unit="model", disable=not progress, leave=False
+    ):
         spec = model_spec(model)
         full = {**spec.defaults, **overrides}
         key = (model, tuple(sorted((k, repr(v)) for k, v in full.items())))
