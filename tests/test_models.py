@@ -364,3 +364,43 @@ def test_table4_paper_rows_recorded():
         0.46,
     )
     assert all(model_spec(n).paper is not None for n in list_models() if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
+
+
+# ---- unpadded convolutions of P4CNN ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [3, 4])
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_valid_convs_are_exactly_equivariant(k, group):
+    """Unpadded lifting / group convolutions commute with the group action, also for the even 4x4 kernel."""
+    from e4net.models._layers import ValidGroupConv, ValidLiftingConv
+
+    g = groups.get(group)
+    torch.manual_seed(k)
+    lift, conv = ValidLiftingConv(2, 3, k, g).double(), ValidGroupConv(3, 2, k, g).double()
+    x = torch.randn(2, 2, 9, 9, dtype=torch.float64)
+    for e in g.elements():
+        y = lift(g.act_on_image(x, e))
+        torch.testing.assert_close(y, g.act_on_features(lift(x), e))
+        torch.testing.assert_close(conv(y), g.act_on_features(conv(lift(x)), e))
+    assert lift(x).shape == (2, 3, g.order, 10 - k, 10 - k)
+    with pytest.raises(ValueError, match="smaller than"):
+        conv(torch.zeros(1, 3, g.order, 2, 2, dtype=torch.float64))
+
+
+def test_valid_conv_check_catches_a_wrong_filter_bank(monkeypatch):
+    """Planted bug: build the filter bank without transforming the kernel; the equivariance check must fail."""
+    from e4net.models._layers import ValidLiftingConv
+
+    g = groups.P4
+    monkeypatch.setattr(type(g), "image_filter_bank", lambda self, w: torch.stack([w] * self.order, dim=1))
+    lift = ValidLiftingConv(1, 2, 3, g).double()
+    x = torch.randn(1, 1, 7, 7, dtype=torch.float64)
+    assert not torch.allclose(lift(g.act_on_image(x, 1)), g.act_on_features(lift(x), 1))
+
+
+def test_table1_paper_rows_recorded():
+    rows = {n: model_spec(n).paper for n in ("p4cnn", "e4net", "e4net-large")}
+    assert [(r.params, r.macs, r.test_error, r.test_error_std) for r in rows.values()] == [
+        (77.54e3, 46.2e6, 1.79, 0.043),
+        (18.8e3, 17e6, 1.29, 0.023),
+        (41.1e3, 36.9e6, 1.17, 0.019),
+    ]
