@@ -5,7 +5,8 @@ override set of the registered ``e4net`` model (:func:`e4net.create_model` ``("e
 with its row of the paper. Tables 1 and 4 are the registered models themselves (their ``PaperRow``).
 
 :data:`DEVIATIONS` explains, per table row, why a faithful configuration differs from the paper's numbers by more
-than 5% (the table flags such rows; docs/models.md derives each explanation).
+than 5% (the table flags such rows; docs/models.md derives each explanation); other model families add theirs with
+:func:`explain`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from typing import Any
 
 from .registry import PaperRow
 
-__all__ = ["Ablation", "ABLATIONS", "ablations", "DEVIATIONS", "deviation", "TOLERANCE", "NORM_OPS", "CONVENTION_NOTE"]
+__all__ = [
+    "Ablation",
+    "ABLATIONS",
+    "ablations",
+    "DEVIATIONS",
+    "deviation",
+    "TOLERANCE",
+    "NORM_OPS",
+    "CONVENTION_NOTE",
+    "explain",
+]
 
 #: Relative difference above which a row is flagged.
 TOLERANCE = 0.05
@@ -109,3 +120,10 @@ DEVIATIONS: dict[tuple[str, str], str] = {
 def deviation(table: str, label: str) -> str | None:
     """The recorded explanation for a row that is off by more than 5%, if any."""
     return DEVIATIONS.get((table, label))
+
+
+def explain(table: str, label: str, text: str) -> None:
+    """Record why the paper row ``(table, label)`` cannot be matched within 5% (for other model families)."""
+    if not text.strip():
+        raise ValueError("explain(): the explanation must not be empty")
+    DEVIATIONS[(table, label)] = text

@@ -15,7 +15,7 @@ than 5% (with the recorded explanation), and ``~`` when only the full count diff
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..analysis import count
@@ -99,7 +99,7 @@ class TableRow:
             "macs_no_agg": self.macs_no_agg,
             "norm_values": self.norm_values,
             "macs_paper_style": self.macs_paper_style,
-            "paper": None if self.paper is None else self.paper.__dict__,
+            "paper": None if self.paper is None else asdict(self.paper),
             "params_diff": self.params_diff,
             "macs_diff": self.macs_diff,
             "macs_paper_style_diff": self.macs_paper_style_diff,
