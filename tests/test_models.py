@@ -404,3 +404,19 @@ def test_table1_paper_rows_recorded():
         (18.8e3, 17e6, 1.29, 0.023),
         (41.1e3, 36.9e6, 1.17, 0.019),
     ]
+
+
+def test_flag_logic_on_constructed_rows():
+    """'~' only when the full MAC count alone is off and the model has an E4 aggregation; else '!'."""
+    from e4net.models import PaperRow, TableRow
+
+    paper = PaperRow("table1", "E4-Net", 1000, 1_000_000)
+    conv = TableRow("x", "x", "p4", "mnist-rot", 1000, 1_080_000, 990_000, 0, paper)
+    assert conv.convention_only and not conv.off and conv.note.startswith("MAC convention only")
+    no_agg = TableRow("x", "x", "p4", "mnist-rot", 1000, 1_080_000, 1_080_000, 0, paper)
+    assert no_agg.off and not no_agg.convention_only
+    params_off = TableRow("x", "x", "p4", "mnist-rot", 1100, 1_000_000, 1_000_000, 0, paper)
+    assert params_off.off and params_off.note  # the recorded E4-Net note or "unexplained deviation"
+    fine = TableRow("x", "x", "p4", "mnist-rot", 1040, 1_040_000, 1_000_000, 0, paper)
+    assert not fine.off and not fine.convention_only and fine.note == ""
+    assert "~ [1]" in format_table([conv]) and "! [1]" in format_table([no_agg])
