@@ -27,14 +27,16 @@ FAST_OVERRIDES: dict[str, dict] = {
 }
 
 
-def randomize(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
+def randomize(
+    model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float64
+) -> torch.nn.Module:
     """Random parameters AND random BN buffers / affine weights (not just the init values), eval mode, float64.
 
     The BN statistics are first calibrated on random inputs and then perturbed, so the network stays sensitive to
     its input (random statistics alone can drown every activation and make an invariance test vacuous).
     """
     gen = torch.Generator().manual_seed(seed)
-    model = model.double()
+    model = model.to(dtype)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for m in model.modules():
@@ -48,7 +50,7 @@ def randomize(model: torch.nn.Module, input_shape: tuple[int, ...], seed: int = 
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
         model.train()
-        model(torch.randn(4, *input_shape, generator=gen, dtype=torch.float64))
+        model(torch.randn(2, *input_shape, generator=gen, dtype=dtype))
         for m in bns:
             std = m.running_var.sqrt()
             m.running_mean.add_(0.2 * std * torch.randn(std.shape, generator=gen, dtype=std.dtype))
@@ -62,10 +64,16 @@ def group_of(name: str) -> groups.Group:
     return groups.get(g) if g else groups.P4
 
 
-def max_invariance_error(model: torch.nn.Module, x: torch.Tensor, group: groups.Group) -> float:
+def max_invariance_error(
+    model: torch.nn.Module, x: torch.Tensor, group: groups.Group, generators_only: bool = False
+) -> float:
+    """Largest relative change of the logits over the group's non-identity elements (or only its generators r, m)."""
+    elements = group.elements()[1:]
+    if generators_only:  # r and m generate the group (used to keep the full-width check affordable)
+        elements = [group.element(1)] + ([group.element(0, 1)] if group.reflections else [])
     with torch.no_grad():
         y = model(x)
-        errs = [(model(group.act_on_image(x, g)) - y).abs().max().item() for g in group.elements()[1:]]
+        errs = [(model(group.act_on_image(x, g)) - y).abs().max().item() for g in elements]
     scale = y.abs().max().item()
     # The check is only meaningful if the logits depend on the input: the two examples must differ.
     assert (y[0] - y[1]).abs().max().item() > 1e-3 * scale, "degenerate model: logits do not depend on the input"
@@ -153,10 +161,10 @@ def test_ablations_are_invariant(ablation):
 @pytest.mark.parametrize("name", [n for n in equivariant_names() if n in FAST_OVERRIDES])
 def test_logits_invariant_at_the_real_default_width(name):
     """The registered configurations themselves (full width), not only the reduced ones of the fast test."""
-    model = randomize(create_model(name), model_spec(name).input_shape)
-    x = _input(name)[:1].expand(2, -1, -1, -1).clone()
-    x[1] = x[1].flip(-2) * 0.5  # a second, different example
-    assert max_invariance_error(model, x, group_of(name)) < 1e-9
+    # float32 to keep the full widths affordable: a wrong rotation anywhere gives errors of order 1, not 1e-4.
+    model = randomize(create_model(name), model_spec(name).input_shape, dtype=torch.float32)
+    x = _input(name).float()
+    assert max_invariance_error(model, x, group_of(name), generators_only=True) < 1e-4
 
 
 def test_p4m_override_of_e4net_is_invariant_to_reflections():
