@@ -7,6 +7,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import e4net
 from e4net import groups
@@ -165,6 +167,25 @@ def test_logits_invariant_at_the_real_default_width(name):
     model = randomize(create_model(name), model_spec(name).input_shape, dtype=torch.float32)
     x = _input(name).float()
     assert max_invariance_error(model, x, group_of(name), generators_only=True) < 1e-4
+
+
+@settings(max_examples=6)
+@given(
+    fields=st.sampled_from([2, 4]),
+    kernel_size=st.sampled_from([3, 5]),
+    reduction=st.sampled_from([1, 2]),
+    slices=st.sampled_from([1, 2]),
+    concat=st.sampled_from(["both", "kernel", "value", "none"]),
+    group=st.sampled_from(["p4", "p4m"]),
+    seed=st.integers(0, 2**16),
+)
+def test_e4net_configurations_are_invariant(fields, kernel_size, reduction, slices, concat, group, seed):
+    """Property test over E4-Net's hyper-parameters, random weights and random BN buffers (small widths)."""
+    model = create_model(
+        "e4net", fields=fields, kernel_size=kernel_size, reduction=reduction, slices=slices, concat=concat, group=group
+    )
+    model = randomize(model, MNIST, seed=seed)
+    assert max_invariance_error(model, _input("e4net", seed), groups.get(group)) < 1e-9
 
 
 def test_p4m_override_of_e4net_is_invariant_to_reflections():
