@@ -53,3 +53,20 @@ def test_fast_path_accepts_non_contiguous_input():
     x = torch.randn(2, 2, 4, 9, 9)[..., ::2, ::2]  # the strided view E4Conv's generator receives
     ref = F.conv2d(x.reshape(2, 8, 5, 5), layer.filter_bank()).view(2, 2, 4, 5, 5)
     torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.parametrize("b,m,k,n", [(3, 4, 5, 6), (5, 32, 24, 3)])  # bmm + sum / one GEMM over (B N)
+def test_shared_weight_bmm_gradcheck(b, m, k, n):
+    """The shared-weight GEMM's custom backward (both weight-gradient paths) is the derivative of its forward."""
+    from e4net.nn._gemm import shared_weight_bmm
+
+    torch.manual_seed(2)
+    w = torch.randn(m, k, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(b, k, n, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(shared_weight_bmm(w, x), torch.einsum("mk,bkn->bmn", w, x))
+    assert torch.autograd.gradcheck(shared_weight_bmm, (w, x), fast_mode=True)
+    g = torch.randn(b, m, n, dtype=torch.float64)
+    got = torch.autograd.grad(shared_weight_bmm(w, x), (w, x), g)
+    exp = torch.autograd.grad(torch.einsum("mk,bkn->bmn", w, x), (w, x), g)
+    for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e)

@@ -29,6 +29,7 @@ from torch import nn
 from ..backends import aggregate, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
+from ._gemm import shared_weight_bmm
 from .aggregation import GroupAggregation
 from .conv import GroupConv
 from .norm import GroupBatchNorm
@@ -62,9 +63,9 @@ class SlotwiseLinear(nn.Module):
             raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
         b, c, n, h, w = x.shape
         # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
-        y = torch.bmm(self.weight.unsqueeze(0).expand(b, -1, -1), x.reshape(b, c, n * h * w))
+        y = shared_weight_bmm(self.weight, x.reshape(b, c, n * h * w))
         if self.bias is not None:
-            y = y.add_(self.bias.view(1, -1, 1))  # in place: bmm's backward does not need its output
+            y = y.add_(self.bias.view(1, -1, 1))  # in place: the GEMM's backward does not need its output
         return y.view(b, self.out_channels, n, h, w)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
