@@ -13,7 +13,8 @@ import sys
 from ..errors import E4NetError
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("models",)
+
+COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:
