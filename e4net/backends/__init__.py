@@ -10,11 +10,15 @@ element ``a`` is transformed by ``a`` (``perm = group.kernel_permutation(k)``) s
 position ``g^-1 g~`` (Theorem 1). Zero padding ``k // 2``; ``stride`` subsamples the output grid.
 
 Backends: ``"reference"`` (unfold, the literal math, k^2-fold memory), ``"shift"`` (shift-and-accumulate in plain
-PyTorch, no unfold). ``"auto"`` picks the fastest available one for the tensor's device.
+PyTorch, no unfold), ``"numba"`` (fused CPU forward/backward, when numba is installed; the CPU default) and
+``"triton"`` (fused CUDA kernels, when triton is installed; the CUDA default). ``"auto"`` picks the fastest
+available one for the tensor's device; without numba / triton it falls back to ``"shift"``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -71,10 +75,24 @@ def transform_kernel(kernel: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     return torch.gather(kernel, 2, idx)
 
 
+def _lazy(module: str, attr: str) -> AggregateFn:
+    """A backend function that imports its (heavy: numba / triton) module on first call."""
+
+    def fn(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1) -> torch.Tensor:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)(v, kernel, perm, stride)
+
+    fn.__name__ = attr
+    return fn
+
+
 from . import reference as _reference  # noqa: E402
 from . import shift as _shift  # noqa: E402
 
 register_backend("reference", _reference.aggregate_reference)
 register_backend("shift", _shift.aggregate_shift, auto_for=("cpu", "cuda"), priority=0)
+if importlib.util.find_spec("numba") is not None:
+    register_backend("numba", _lazy("numba_agg", "aggregate_numba"), auto_for=("cpu",), priority=10)
+if importlib.util.find_spec("triton") is not None:
+    register_backend("triton", _lazy("triton_agg", "aggregate_triton"), auto_for=("cuda",), priority=10)
 
 __all__ = ["aggregate", "register_backend", "available_backends", "check_backend", "resolve_backend", "transform_kernel", "output_size"]

@@ -14,8 +14,7 @@ import sys
 from ..errors import E4NetError
 
 # Sub-command modules, in the order --help lists them.
-
-COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce")
+COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

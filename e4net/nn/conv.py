@@ -16,6 +16,7 @@ from torch import nn
 
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_image, check_kernel_size, check_positive, check_stride
+from ._gemm import shared_weight_bmm
 from .aggregation import GroupAggregation
 
 
@@ -121,6 +122,9 @@ class GroupConv(_GroupConvBase):
         check_feature_map(x, self.in_channels, self.group, type(self).__name__)
         check_exact_stride(x, self.stride, type(self).__name__)
         b, c, n, h, w = x.shape
+        if self.kernel_size == 1 and self.stride == 1:  # 1x1 (E4 generator / encoder): one batched GEMM, no conv2d
+            weight = self.filter_bank().view(self.out_channels * n, c * n)
+            return self._finish(shared_weight_bmm(weight, x.reshape(b, c * n, h * w)).view(b, -1, h, w), b)
         y = F.conv2d(x.reshape(b, c * n, h, w), self.filter_bank(), None, self.stride, self.kernel_size // 2)
         return self._finish(y, b)
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..backends import aggregate, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
+from ._gemm import shared_weight_bmm
 from .aggregation import GroupAggregation
 from .conv import GroupConv
 from .norm import GroupBatchNorm
@@ -61,7 +62,10 @@ class SlotwiseLinear(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
         b, c, n, h, w = x.shape
-        y = F.conv2d(x.reshape(b, c, n * h, w), self.weight[:, :, None, None], self.bias)
+        # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
+        y = shared_weight_bmm(self.weight, x.reshape(b, c, n * h * w))
+        if self.bias is not None:
+            y = y.add_(self.bias.view(1, -1, 1))  # in place: the GEMM's backward does not need its output
         return y.view(b, self.out_channels, n, h, w)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
@@ -146,7 +150,7 @@ class E4Conv(GroupAggregation):
         """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot)."""
         if self.stride > 1:
             x = x[..., :: self.stride, :: self.stride]
-        t = self.span(F.relu(self.norm(self.reduce(x))))
+        t = self.span(F.relu(self.norm(self.reduce(x)), inplace=True))  # BN backward does not need its output
         b, _, n, h, w = t.shape
         return t.view(b, self.slices, self.kernel_size**2, n, h, w)
 

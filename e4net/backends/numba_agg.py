@@ -1,0 +1,199 @@
+"""Fused CPU E4 aggregation: numba-compiled forward and backward behind one autograd Function.
+
+Computes exactly the formula of :mod:`e4net.backends` (last step of Eq. 12),
+
+    out[b, c, a, y, x] = sum_u  kernel[b, c % s, perm[a, u], a, y, x] * v_pad[b, c, a, s*y + u_row, s*x + u_col],
+
+without the k^2-fold unfold, without the transformed copy of the kernel (``perm`` is indexed inside the loop)
+and without padding ``v`` (the valid output range of each offset is computed instead). The work is split over
+``(batch, slice, group element)`` so every generated k x k kernel plane stays in cache while it is reused by
+the ``C / s`` channels of its slice, and the backward pass writes ``grad_v`` and ``grad_kernel`` of one split
+without atomics. Memory: the output (forward) and the two gradients (backward), nothing else.
+
+Supports float32 and float64 CPU tensors (other dtypes and devices fall back to the ``shift`` backend).
+Compiled on first use per dtype (``cache=True`` keeps the machine code in ``__pycache__``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+# Implementation notes. Inner loops run over slices (views) with indices from ``range(0, n)``: an index like
+# ``i + off`` would make numba emit a negative-index wraparound branch that blocks SIMD vectorisation (7x slower).
+# Stride 1 (the common case) uses the "wide row" layout: planes stored with the padded width ``wp = w + 2p``,
+# so every offset ``u`` is one constant shift and the inner loop covers the whole plane (long SIMD loops even on
+# 7x7 or 4x4 maps); the ``wp - wo`` extra columns are scratch that is never written back. Stride > 1 uses one
+# loop per output row.
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _forward(v, ker, perm, k, stride, out):  # pragma: no cover - compiled
+    nb, nc, na, h, w = v.shape
+    ns, kk = ker.shape[1], ker.shape[2]
+    ho, wo = out.shape[3], out.shape[4]
+    p = k // 2
+    wp = w + 2 * p
+    n = ho * wp if stride == 1 else ho * wo  # accumulator length (wide rows for stride 1)
+    rw = wp if stride == 1 else wo  # accumulator row width
+    plane, oplane = h * w, ho * wo
+    vf, kf, of = v.reshape(-1), ker.reshape(-1), out.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
+        kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = perm[a, u])
+        acc = np.empty(n, dtype=v.dtype)
+        for u in range(kk):
+            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            for y in range(ho):
+                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo]
+        for c in range(j, nc, ns):
+            vb = ((b * nc + c) * na + a) * plane
+            for y in range(h):
+                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+            acc[:] = 0
+            for u in range(kk):
+                dy = u // k
+                dx = u % k
+                kr = kx[u]
+                if stride == 1:
+                    vs = vp[dy * wp + dx : dy * wp + dx + n]
+                    for i in range(n):
+                        acc[i] += kr[i] * vs[i]
+                else:
+                    for y in range(ho):
+                        r0 = (y * stride + dy) * wp + dx
+                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                        ar = acc[y * wo : (y + 1) * wo]
+                        krr = kr[y * wo : (y + 1) * wo]
+                        for x in range(wo):
+                            ar[x] += krr[x] * vs[x]
+            ob = ((b * nc + c) * na + a) * oplane
+            for y in range(ho):
+                of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _backward(v, ker, perm, k, stride, go, gv, gk):  # pragma: no cover - compiled
+    nb, nc, na, h, w = v.shape
+    ns, kk = ker.shape[1], ker.shape[2]
+    ho, wo = go.shape[3], go.shape[4]
+    p = k // 2
+    wp = w + 2 * p
+    n = ho * wp if stride == 1 else ho * wo
+    rw = wp if stride == 1 else wo
+    npad = (h + 2 * p) * wp + k
+    plane, oplane = h * w, ho * wo
+    vf, kf, gof, gvf, gkf = v.reshape(-1), ker.reshape(-1), go.reshape(-1), gv.reshape(-1), gk.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vp = np.zeros(npad, dtype=v.dtype)
+        gvp = np.empty(npad, dtype=v.dtype)  # grad of the padded v plane
+        gx = np.zeros(n, dtype=v.dtype)  # grad_out plane (wide rows: extra columns stay 0)
+        kx = np.zeros((kk, n), dtype=v.dtype)
+        gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
+        for u in range(kk):
+            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            for y in range(ho):
+                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo]
+        for c in range(j, nc, ns):
+            vb = ((b * nc + c) * na + a) * plane
+            gb = ((b * nc + c) * na + a) * oplane
+            for y in range(h):
+                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+            for y in range(ho):
+                gx[y * rw : y * rw + wo] = gof[gb + y * wo : gb + (y + 1) * wo]
+            gvp[:] = 0
+            for u in range(kk):
+                dy = u // k
+                dx = u % k
+                kr = kx[u]
+                gr = gkx[u]
+                if stride == 1:
+                    vs = vp[dy * wp + dx : dy * wp + dx + n]
+                    gs = gvp[dy * wp + dx : dy * wp + dx + n]
+                    for i in range(n):
+                        gs[i] += kr[i] * gx[i]
+                        gr[i] += gx[i] * vs[i]
+                else:
+                    for y in range(ho):
+                        r0 = (y * stride + dy) * wp + dx
+                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                        gs = gvp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                        krr = kr[y * wo : (y + 1) * wo]
+                        grr = gr[y * wo : (y + 1) * wo]
+                        gxr = gx[y * wo : (y + 1) * wo]
+                        for x in range(wo):
+                            gs[x] += krr[x] * gxr[x]
+                            grr[x] += gxr[x] * vs[x]
+            for y in range(h):
+                gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
+        for u in range(kk):
+            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            for y in range(ho):
+                gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
+
+
+def _set_threads() -> None:
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _kernel_size(kernel: torch.Tensor) -> int:
+    return int(round(kernel.shape[2] ** 0.5))
+
+
+class NumbaAggregate(torch.autograd.Function):
+    """Autograd Function of the fused aggregation: saves ``v`` and ``kernel`` (no extra buffers)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int) -> torch.Tensor:  # type: ignore[override]
+        from . import output_size
+
+        v = v.detach().contiguous()
+        kernel = kernel.detach().contiguous()
+        perm_np = np.ascontiguousarray(perm.detach().cpu().numpy().astype(np.int64))
+        k = _kernel_size(kernel)
+        b, c, n, h, w = v.shape
+        out = torch.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), dtype=v.dtype)
+        _set_threads()
+        _forward(v.numpy(), kernel.numpy(), perm_np, k, stride, out.numpy())
+        ctx.save_for_backward(v, kernel)
+        ctx.perm_np = perm_np
+        ctx.stride = stride
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        v, kernel = ctx.saved_tensors
+        go = grad_out.detach().contiguous()
+        gv = torch.empty_like(v)
+        gk = torch.empty_like(kernel)
+        _set_threads()
+        _backward(
+            v.numpy(), kernel.numpy(), ctx.perm_np, _kernel_size(kernel), ctx.stride, go.numpy(), gv.numpy(), gk.numpy()
+        )
+        return (
+            gv if ctx.needs_input_grad[0] else None,
+            gk if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+        )
+
+
+def aggregate_numba(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """The fused CPU aggregation; other devices / dtypes (or mixed dtypes) go to the ``shift`` backend."""
+    if v.device.type != "cpu" or kernel.device.type != "cpu" or v.dtype not in _DTYPES or kernel.dtype != v.dtype:
+        from .shift import aggregate_shift
+
+        return aggregate_shift(v, kernel, perm, stride)
+    return NumbaAggregate.apply(v, kernel, perm, stride)

@@ -1,0 +1,142 @@
+"""The fused CPU aggregation (``numba`` backend) computes exactly the reference (unfold) aggregation of Eq. 12.
+
+Outputs and both gradients against ``reference`` over random shapes (hypothesis), float64 gradcheck of the
+custom autograd Function, the automatic CPU selection with its plain-PyTorch fallback, and a planted bug.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from e4net.backends import aggregate, output_size, resolve_backend
+from e4net.groups import P4, P4M, Group
+from e4net.nn import E4Conv
+
+pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend is not registered")
+
+from e4net.backends.numba_agg import NumbaAggregate  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _inputs(group: Group, b: int, c: int, s: int, k: int, h: int, w: int, stride: int, dtype: torch.dtype, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    n = group.order
+    v = torch.randn(b, c, n, h, w, dtype=dtype, generator=gen).requires_grad_()
+    ho, wo = output_size(h, k, stride), output_size(w, k, stride)
+    ker = torch.randn(b, s, k * k, n, ho, wo, dtype=dtype, generator=gen).requires_grad_()
+    return v, ker, group.kernel_permutation(k)
+
+
+def _out_and_grads(backend: str, v, ker, perm, stride, grad_out=None):
+    out = aggregate(v, ker, perm, stride, backend)
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
+    gv, gk = torch.autograd.grad(out, (v, ker), grad_out)
+    return out, gv, gk, grad_out
+
+
+@given(
+    group=st.sampled_from([P4, P4M]),
+    b=st.integers(1, 2),
+    s=st.sampled_from([1, 2, 3]),
+    mult=st.integers(1, 3),
+    k=st.sampled_from([1, 3, 5]),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    stride=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference(group, b, s, mult, k, h, w, stride, dtype, seed):
+    """Same output and same grad wrt v and wrt the (untransformed) kernel as the unfold reference."""
+    v, ker, perm = _inputs(group, b, s * mult, s, k, h, w, stride, dtype, seed)
+    ref = _out_and_grads("reference", v, ker, perm, stride)
+    got = _out_and_grads("numba", v, ker, perm, stride, grad_out=ref[3])
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    for name, x, y in zip(("out", "grad_v", "grad_kernel"), got[:3], ref[:3]):
+        assert x.dtype == dtype
+        torch.testing.assert_close(x, y, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize(
+    "group,c,s,stride,h,w,fast",
+    [(P4, 1, 1, 1, 3, 2, False), (P4M, 1, 1, 2, 3, 3, False), (P4, 4, 2, 1, 6, 5, True), (P4M, 3, 3, 2, 5, 6, True)],
+)
+def test_gradcheck_float64(group, c, s, stride, h, w, fast):
+    """The custom autograd Function's backward is the derivative of its forward (numerical check, float64).
+
+    Full Jacobians on tiny shapes; ``fast_mode`` (random projections of the Jacobian) on larger ones.
+    """
+    v, ker, perm = _inputs(group, 1, c, s, 3, h, w, stride, torch.float64, seed=3)
+    fn = lambda a, bb: NumbaAggregate.apply(a, bb, perm, stride)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (v, ker), fast_mode=fast)
+
+
+def test_non_contiguous_inputs_and_single_grad():
+    """Views (transposed / sliced) are accepted; asking for only one gradient gives that gradient."""
+    v, ker, perm = _inputs(P4M, 2, 4, 2, 3, 6, 7, 1, torch.float64, seed=5)
+    vt = v.detach().transpose(3, 4).contiguous().transpose(3, 4).requires_grad_()  # non-contiguous, same values
+    assert not vt.is_contiguous()
+    out = aggregate(vt, ker, perm, 1, "numba")
+    torch.testing.assert_close(out, aggregate(v, ker, perm, 1, "reference"))
+    (gk,) = torch.autograd.grad(aggregate(v.detach(), ker, perm, 1, "numba").sum(), (ker,))
+    (gk_ref,) = torch.autograd.grad(aggregate(v.detach(), ker, perm, 1, "reference").sum(), (ker,))
+    torch.testing.assert_close(gk, gk_ref)
+
+
+def test_planted_transform_bug_is_detected():
+    """Applying the wrong group element's transform (a planted bug) changes the output: the comparison can fail."""
+    v, ker, perm = _inputs(P4, 1, 2, 1, 3, 5, 5, 1, torch.float64, seed=7)
+    wrong = perm[[1, 2, 3, 0]]
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(aggregate(v, ker, wrong, 1, "numba"), aggregate(v, ker, perm, 1, "reference"))
+
+
+def test_e4conv_defaults_to_numba_on_cpu(monkeypatch):
+    """``backend="auto"`` on CPU runs the fused kernel, and the layer's output/param grads match the reference."""
+    assert resolve_backend("auto", torch.device("cpu")) == "numba"
+    calls = []
+    orig = NumbaAggregate.apply
+    monkeypatch.setattr(NumbaAggregate, "apply", lambda *a: calls.append(1) or orig(*a))
+    torch.manual_seed(0)
+    layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double()
+    x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
+    y = layer(x)
+    assert calls, "E4Conv(backend='auto') did not use the numba backend on CPU"
+    grads = torch.autograd.grad(y.square().sum(), list(layer.parameters()))
+    layer.backend = "reference"
+    y_ref = layer(x)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), list(layer.parameters()))
+    torch.testing.assert_close(y, y_ref)
+    for g, gr in zip(grads, grads_ref):
+        torch.testing.assert_close(g, gr)
+
+
+def test_falls_back_to_plain_pytorch_without_numba_and_triton():
+    """Without numba / triton installed, ``auto`` is the plain-PyTorch ``shift`` backend and E4Conv still works."""
+    code = (
+        "import sys; sys.modules['numba'] = None; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from e4net.backends import available_backends, resolve_backend\n"
+        "from e4net.nn import E4Conv\n"
+        "assert 'numba' not in available_backends() and 'triton' not in available_backends(), available_backends()\n"
+        "print(resolve_backend('auto', torch.device('cpu')), resolve_backend('auto', torch.device('cuda')))\n"
+        "print(tuple(E4Conv(2, 2, 3, 'p4')(torch.randn(1, 2, 4, 5, 5)).shape))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["shift", "shift", "(1,", "2,", "4,", "5,", "5)"]
+
+
+def test_auto_picks_triton_on_cuda_when_installed():
+    pytest.importorskip("triton", reason="triton is not installed")
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"

@@ -1,0 +1,72 @@
+"""The E4 generator / encoder run as single batched GEMMs (issue 5): GroupConv k=1 and SlotwiseLinear take a
+``bmm`` fast path; it must compute exactly the 1x1 convolution of their filter bank (Eq. 5 with k=1), with the
+same gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from e4net.nn import GroupConv
+from e4net.nn.e4 import SlotwiseLinear
+
+
+@pytest.mark.parametrize("group,cin,cout", [("p4", 3, 5), ("p4m", 4, 2)])
+def test_groupconv_1x1_fast_path_is_the_conv(group, cin, cout):
+    torch.manual_seed(0)
+    layer = GroupConv(cin, cout, 1, group, bias=True).double()
+    x = torch.randn(3, cin, layer.group.order, 5, 6, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    b, c, n, h, w = x.shape
+    ref = F.conv2d(x.reshape(b, c * n, h, w), layer.filter_bank()).view(b, cout, n, h, w) + layer.bias.view(
+        1, -1, 1, 1, 1
+    )
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
+    exp = torch.autograd.grad(ref, (x, layer.weight, layer.bias), g)
+    for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e)
+
+
+def test_slotwise_linear_fast_path_is_the_conv():
+    torch.manual_seed(1)
+    layer = SlotwiseLinear(3, 7, bias=True).double()
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(2, 3, 8, 4, 5, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    b, c, n, h, w = x.shape
+    ref = F.conv2d(x.reshape(b, c, n * h, w), layer.weight[:, :, None, None], layer.bias).view(b, 7, n, h, w)
+    torch.testing.assert_close(y, ref)
+    assert torch.autograd.gradcheck(layer, (x,), fast_mode=True)
+    g = torch.randn_like(y)
+    for a, e in zip(
+        torch.autograd.grad(y, (x, layer.weight, layer.bias), g),
+        torch.autograd.grad(ref, (x, layer.weight, layer.bias), g),
+    ):
+        torch.testing.assert_close(a, e)
+
+
+def test_fast_path_accepts_non_contiguous_input():
+    layer = GroupConv(2, 2, 1, "p4")
+    x = torch.randn(2, 2, 4, 9, 9)[..., ::2, ::2]  # the strided view E4Conv's generator receives
+    ref = F.conv2d(x.reshape(2, 8, 5, 5), layer.filter_bank()).view(2, 2, 4, 5, 5)
+    torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.parametrize("b,m,k,n", [(3, 4, 5, 6), (5, 32, 24, 3)])  # bmm + sum / one GEMM over (B N)
+def test_shared_weight_bmm_gradcheck(b, m, k, n):
+    """The shared-weight GEMM's custom backward (both weight-gradient paths) is the derivative of its forward."""
+    from e4net.nn._gemm import shared_weight_bmm
+
+    torch.manual_seed(2)
+    w = torch.randn(m, k, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(b, k, n, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(shared_weight_bmm(w, x), torch.einsum("mk,bkn->bmn", w, x))
+    assert torch.autograd.gradcheck(shared_weight_bmm, (w, x), fast_mode=True)
+    g = torch.randn(b, m, n, dtype=torch.float64)
+    got = torch.autograd.grad(shared_weight_bmm(w, x), (w, x), g)
+    exp = torch.autograd.grad(torch.einsum("mk,bkn->bmn", w, x), (w, x), g)
+    for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e)
