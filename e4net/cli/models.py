@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..models.registry import INPUT_SHAPES
 
@@ -35,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from ..models.table import format_table, model_table
 
-    rows = model_table(dataset=args.dataset, name=args.name, include_ablations=not args.no_ablations)
+    rows = model_table(
+        dataset=args.dataset, name=args.name, include_ablations=not args.no_ablations, progress=sys.stderr.isatty()
+    )
     if not rows:
         print(f"no registered model for data set {args.dataset!r}")
         return 0

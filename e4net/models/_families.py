@@ -1,3 +1,3 @@
 """Imports every model-family module so that its ``@register_model`` decorators run."""
 
-from . import mnist, resnet  # noqa: F401
+from . import attention, mnist, resnet  # noqa: F401

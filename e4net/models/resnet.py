@@ -82,7 +82,8 @@ class GroupBasicBlock(nn.Module):
 
     ``conv1`` is a 3x3 group convolution (Eq. 5); ``conv2`` another one, or an E4 layer (Eq. 12) if ``e4``.
     ``downsample`` halves the map exactly: stride-1 ``conv1`` then 2x2 average pooling; shortcut: 2x2 average pooling
-    then 1x1 group convolution + BN.
+    then 1x1 group convolution + BN (``shortcut_pool_first=False``: the same map computed in the other order, at full
+    resolution, 4x the shortcut's MACs).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class GroupBasicBlock(nn.Module):
         channels_per_slice: int = 2,
         e4_kernel_size: int = 3,
         backend: str = "auto",
+        shortcut_pool_first: bool = True,
     ):
         super().__init__()
         self.conv1 = GroupConv(cin, cout, 3, group)
@@ -113,11 +115,11 @@ class GroupBasicBlock(nn.Module):
         self.bn2 = GroupBatchNorm(cout, group)
         self.shortcut = nn.Sequential()
         if downsample or cin != cout:
-            self.shortcut = nn.Sequential(
-                SpatialAvgPool2d(2) if downsample else nn.Identity(),
-                GroupConv(cin, cout, 1, group),
-                GroupBatchNorm(cout, group),
-            )
+            pool = SpatialAvgPool2d(2) if downsample else nn.Identity()
+            conv = GroupConv(cin, cout, 1, group)
+            # Average pooling and a 1x1 convolution commute: pooling first is the same map at 1/4 of the MACs.
+            layers = [pool, conv] if shortcut_pool_first else [conv, pool]
+            self.shortcut = nn.Sequential(*layers, GroupBatchNorm(cout, group))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.pool(self.conv1(x))))
@@ -134,6 +136,8 @@ class GroupResNet18(nn.Module):
         e4: use E4 layers (k=``e4_kernel_size``, r=``reduction``, ``channels_per_slice`` channels per slice).
         in_channels: image channels.
         backend: E4 aggregation backend.
+        shortcut_pool_first: in downsampling shortcuts, average-pool before the 1x1 convolution (default; same map,
+            cheaper) or after it.
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class GroupResNet18(nn.Module):
         e4_kernel_size: int = 3,
         in_channels: int = 3,
         backend: str = "auto",
+        shortcut_pool_first: bool = True,
     ):
         super().__init__()
         g = resolve(group)
@@ -161,7 +166,16 @@ class GroupResNet18(nn.Module):
             for i in range(2):
                 blocks.append(
                     GroupBasicBlock(
-                        cin, cout, g, stage > 0 and i == 0, e4, reduction, channels_per_slice, e4_kernel_size, backend
+                        cin,
+                        cout,
+                        g,
+                        stage > 0 and i == 0,
+                        e4,
+                        reduction,
+                        channels_per_slice,
+                        e4_kernel_size,
+                        backend,
+                        shortcut_pool_first,
                     )
                 )
                 cin = cout

@@ -1,5 +1,7 @@
 """Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
 
+from .aggregation import GroupAggregation
+from .attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
 from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv, SlotwiseLinear
 from .norm import GroupBatchNorm
@@ -18,4 +20,9 @@ __all__ = [
     "SpatialAvgPool2d",
     "GlobalMaxPool",
     "GlobalAvgPool",
+    "GroupAggregation",
+    "GroupSelfAttention",
+    "LiftingSelfAttention",
+    "AttentiveGroupConv",
+    "AttentiveLiftingConv",
 ]

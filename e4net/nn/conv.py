@@ -1,7 +1,9 @@
 """Lifting convolution (Sec. 3.2, first layer) and group convolution (G-CNN, Eq. 5).
 
-Both build their filter bank from one learnable kernel with the group actions of :mod:`e4net.groups`
-(``image_filter_bank`` / ``group_filter_bank``), then run a single ``conv2d``: one large matrix product.
+Both are instances of :class:`~e4net.nn.aggregation.GroupAggregation` (Eq. 9 with ``H~`` a shared linear kernel):
+the filter for output slot ``a`` is the learnable kernel gathered with the relative-position table
+(:meth:`~e4net.nn.aggregation.GroupAggregation.relative_index`, equal to ``image_filter_bank`` /
+``group_filter_bank`` of :mod:`e4net.groups`), then a single ``conv2d`` runs: one large matrix product.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from torch import nn
 
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_image, check_kernel_size, check_positive, check_stride
+from .aggregation import GroupAggregation
 
 
-class _GroupConvBase(nn.Module):
+class _GroupConvBase(GroupAggregation):
     group: Group
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int, bias: bool):
@@ -28,6 +31,7 @@ class _GroupConvBase(nn.Module):
         self.stride = check_stride(stride, name)
         self.group = resolve(group)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.register_buffer("rel_index", self.relative_index(), persistent=False)
 
     def _fan_in(self) -> int:
         raise NotImplementedError
@@ -54,11 +58,14 @@ class _GroupConvBase(nn.Module):
 
 
 class LiftingConv(_GroupConvBase):
-    """Lift images ``(B, Cin, H, W)`` to group feature maps ``(B, Cout, |A|, H', W')``.
+    """Lift images ``(B, Cin, H, W)`` to group feature maps ``(B, Cout, |A|, H', W')`` (Eq. 5 on the plane).
 
     ``f'(x, a) = sum_y psi(a^-1 (y - x)) f(y)``: output slot ``a`` correlates with the kernel transformed by ``a``.
     Zero "same" padding (``k // 2``). Params ``Cout Cin k^2``; MACs ``Cout |A| Cin k^2 H' W'``.
+    An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with input on the plane (``lifting``, ``N(e) = Omega``).
     """
+
+    lifting = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
@@ -71,7 +78,8 @@ class LiftingConv(_GroupConvBase):
     def filter_bank(self) -> torch.Tensor:
         """The ``(Cout |A|, Cin, k, k)`` filters of one ``conv2d``."""
         k = self.kernel_size
-        return self.group.image_filter_bank(self.weight).reshape(-1, self.in_channels, k, k)
+        bank = self.transform_relative(self.weight.flatten(-2), self.rel_index)  # (Cout, Cin, |A|, k*k)
+        return bank.transpose(1, 2).reshape(-1, self.in_channels, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_channels, type(self).__name__)
@@ -89,7 +97,10 @@ class GroupConv(_GroupConvBase):
     ``f'(x, a) = sum_{y, b} W(a^-1 (y - x), a^-1 b) f(y, b)``: ``weight[o, i, b]`` is the k x k kernel at relative
     group position ``b = g^-1 g~`` (Theorem 1); the filter for output slot ``a`` is ``T_a W`` (regular action).
     Params ``Cout Cin |A| k^2``; MACs ``Cout |A| Cin |A| k^2 H' W'`` (``c^2 k^2 |A|^2 h w``, Sec. 4.2).
+    An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with ``N(e) = Omega x A``.
     """
+
+    over_group = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
@@ -103,7 +114,8 @@ class GroupConv(_GroupConvBase):
     def filter_bank(self) -> torch.Tensor:
         """The ``(Cout |A|, Cin |A|, k, k)`` filters of one ``conv2d``."""
         k, n = self.kernel_size, self.group.order
-        return self.group.group_filter_bank(self.weight).reshape(self.out_channels * n, self.in_channels * n, k, k)
+        bank = self.transform_relative(self.weight.flatten(-3), self.rel_index)  # (Cout, Cin, |A|, |A| k k)
+        return bank.transpose(1, 2).reshape(self.out_channels * n, self.in_channels * n, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.in_channels, self.group, type(self).__name__)

@@ -29,6 +29,7 @@ from torch import nn
 from ..backends import aggregate, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
+from .aggregation import GroupAggregation
 from .conv import GroupConv
 from .norm import GroupBatchNorm
 
@@ -70,7 +71,7 @@ class SlotwiseLinear(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
 
 
-class E4Conv(nn.Module):
+class E4Conv(GroupAggregation):
     """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``.
 
     Args:
@@ -83,6 +84,9 @@ class E4Conv(nn.Module):
         concat: where the concatenation along A is used: ``"both"`` (K and V), ``"kernel"``, ``"value"``, ``"none"``.
         backend: aggregation backend name (:func:`e4net.backends.available_backends`), ``"auto"`` by default.
         bias: add a learnable per-field output bias (shared over the group).
+
+    An instance of :class:`~e4net.nn.aggregation.GroupAggregation` (Eq. 9 with ``H~ = K ⊙ V``, Eq. 11) with
+    ``N1(e) = Omega``: ``perm`` is its relative-position table (:meth:`GroupAggregation.relative_index`).
     """
 
     def __init__(
@@ -125,7 +129,7 @@ class E4Conv(nn.Module):
         self.norm = GroupBatchNorm(self.hidden_channels, self.group)
         self.span = SlotwiseLinear(self.hidden_channels, slices * k2, bias=True)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.register_buffer("perm", self.group.kernel_permutation(kernel_size), persistent=False)
+        self.register_buffer("perm", self.relative_index(), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
