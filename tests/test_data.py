@@ -245,7 +245,11 @@ def _cifar100_archive(path: Path, n_train: int = 20, n_test: int = 10) -> tuple[
     xte = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
     with tarfile.open(path, "w:gz") as tf:
         for name, x in (("train", xtr), ("test", xte)):
-            d = {b"data": x, b"fine_labels": [int(i) for i in rng.integers(0, 100, len(x))], b"coarse_labels": [0] * len(x)}
+            d = {
+                b"data": x,
+                b"fine_labels": [int(i) for i in rng.integers(0, 100, len(x))],
+                b"coarse_labels": [0] * len(x),
+            }
             raw = pickle.dumps(d)
             info = tarfile.TarInfo(f"cifar-100-python/{name}")
             info.size = len(raw)

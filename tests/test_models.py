@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import e4net
@@ -183,11 +183,17 @@ def test_logits_invariant_at_the_real_default_width(name):
 )
 def test_e4net_configurations_are_invariant(fields, kernel_size, reduction, slices, concat, group, seed):
     """Property test over E4-Net's hyper-parameters, random weights and random BN buffers (small widths)."""
+    torch.manual_seed(seed)  # the example must not depend on the global RNG state left by earlier tests
     model = create_model(
         "e4net", fields=fields, kernel_size=kernel_size, reduction=reduction, slices=slices, concat=concat, group=group
     )
     model = randomize(model, MNIST, seed=seed)
-    assert max_invariance_error(model, _input("e4net", seed), groups.get(group)) < 1e-9
+    x = _input("e4net", seed)
+    with torch.no_grad():
+        y = model(x)
+    # A random 2-field network can be dead (every ReLU off): its constant logits would prove nothing; skip it.
+    assume((y[0] - y[1]).abs().max().item() > 1e-3 * y.abs().max().item())
+    assert max_invariance_error(model, x, groups.get(group)) < 1e-9
 
 
 def test_p4m_override_of_e4net_is_invariant_to_reflections():

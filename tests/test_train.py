@@ -83,7 +83,9 @@ def _assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
-@pytest.mark.parametrize(("pause_at", "model"), [(6, "tiny-bn"), (4, "tiny-bn"), (5, "tiny-e4")])
+@pytest.mark.parametrize(
+    ("pause_at", "model"), [(6, "tiny-bn"), (4, "tiny-bn"), pytest.param(5, "tiny-e4", marks=pytest.mark.slow)]
+)
 def test_resume_is_exact(tmp_path, pause_at, model):
     """Mid-epoch, exactly at an epoch boundary, and with an E4 layer: bitwise-equal final weights."""
     ref, cut = tmp_path / "ref", tmp_path / "cut"

@@ -109,6 +109,8 @@ class P4SANet(nn.Module):
                 layers.append(SpatialMaxPool2d(2))
         self.blocks = nn.Sequential(*layers)
         self.head = SlotwiseLinear(channels, num_classes)
+        # The logits are a sum over the final 4 x 4 map: start them at 0 rather than at O(100).
+        nn.init.zeros_(self.head.weight)
 
     def forward(self, x):
         y = self.head(self.blocks(self.lift(x)))

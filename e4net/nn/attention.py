@@ -12,7 +12,9 @@
   of :class:`~e4net.nn.aggregation.GroupAggregation` (so it rotates / mirrors with the group element). The softmax
   runs over the k x k window (``over_group=False``: neighbours in the same group slot) or over the window times
   the whole group axis (``over_group=True``, as in GSA-Nets). Neighbours outside the image are masked out of the
-  softmax (-inf), which keeps the layer exactly equivariant on square maps of any size.
+  softmax (-inf), which keeps the layer exactly equivariant on square maps of any size. ``query_slots="all"`` is
+  the form the GSA-Nets code computes (every output slot sums the attention of all query slots of its pixel, with
+  the encoding indexed by the relative positions of query slot and key in the output slot's frame).
 * :class:`AttentiveGroupConv` / :class:`AttentiveLiftingConv` -- the attentive group convolution after Romero et al.
   2020 (ref. [23], "Attentive group equivariant convolutional networks", the alpha-p4-CNN layer): every
   contribution ``c[o, a, i, b](x) = sum_u W(a^-1 u, a^-1 b) f_i(x + u, b)`` of the group convolution (Eq. 5) is
