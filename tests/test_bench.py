@@ -50,7 +50,7 @@ def test_layer_suite_rows_and_ratios(small_layers):
     for r in agg:
         assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and r["bytes_fwd_mb"] > 0 and r["bound_fwd_ms"] is None
     md = bench.to_markdown(res)
-    assert "| E4-Net 28px | E4 reference |" in md and "GroupConv k=5" in md
+    assert "| E4-Net 9px | E4 reference |" in md and "GroupConv k=5" in md
 
 
 def test_resnet_layer_shapes_follow_the_models():
