@@ -124,14 +124,25 @@ def _check_config(c: TrainConfig) -> None:
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
+def _finite(obj: Any) -> Any:
+    """Non-finite floats -> None, so that the files stay valid JSON (``NaN`` is not JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    data = (json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def _append_jsonl(path: Path, obj: Any) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
+        f.write(json.dumps(_finite(obj), allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -465,6 +476,8 @@ def _train(config: TrainConfig, ctx: D.DistContext, log) -> dict[str, Any]:
                 va = evaluate(model, data, val_split, **ev_kw)
                 line.update(val_loss=va["loss"], val_error=va["error"])
             line["eval_seconds"] = time.perf_counter() - t_eval
+            if not math.isfinite(te["loss"]):
+                log(f"warning: the test loss is not finite at epoch {epoch} (eval mode: BatchNorm running statistics?)")
             last_eval = {k: v for k, v in line.items() if k.startswith(("test_", "val_"))}
             last_eval["epoch"] = epoch
         line.update(
