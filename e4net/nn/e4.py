@@ -139,10 +139,14 @@ class E4Conv(GroupAggregation):
     def reset_parameters(self) -> None:
         for m in (self.value, self.reduce, self.norm, self.span):
             m.reset_parameters()
-        # Start the generated kernels at the scale of a k x k average so activations keep their size.
-        nn.init.normal_(self.span.weight, 0.0, 1.0 / (self.kernel_size**2 * math.sqrt(self.hidden_channels)))
+        # The generated kernel K = W2 h + b starts as a random *static* depthwise kernel (the bias b, variance 1/k^2,
+        # so the aggregation keeps the variance of V) plus a small input-dependent part (W2 at a tenth of the default
+        # scale). Zero-mean dynamic kernels of full scale at init scramble every pixel's neighbourhood and make a
+        # stack of E4 layers hard to train (measured: a 6-layer E4-Net did not learn in 50 steps; with this it does).
+        nn.init.uniform_(self.span.weight, -0.1 / math.sqrt(self.hidden_channels), 0.1 / math.sqrt(self.hidden_channels))
         if self.span.bias is not None:
-            nn.init.constant_(self.span.bias, 1.0 / self.kernel_size**2)
+            bound = math.sqrt(3.0) / self.kernel_size
+            nn.init.uniform_(self.span.bias, -bound, bound)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
