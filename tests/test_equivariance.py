@@ -31,10 +31,14 @@ def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w
         elif kind == "e4":
             slices = [s for s in (1, 2, 3) if cout % s == 0][-1]
             layer = enn.E4Conv(cin, cout, k, G, reduction=1 + seed % 2, slices=slices, stride=stride, bias=True)
+        elif kind == "e4-batch":
+            layer = enn.E4Conv(cin, cout, k, G, slices=1, stride=stride, generator_norm="batch")
         elif kind.startswith("e4-"):
             layer = enn.E4Conv(cin, cout, k, G, slices=1, stride=stride, concat=kind[3:])
         elif kind == "bn":
             layer = enn.GroupBatchNorm(cin, G)
+        elif kind == "in":
+            layer = enn.GroupInstanceNorm(cin, G)
         elif kind == "slotwise":
             layer = enn.SlotwiseLinear(cin, cout, bias=True)
         else:
@@ -43,7 +47,7 @@ def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w
     return layer, x
 
 
-LAYERS = ["lifting", "gconv", "e4", "e4-none", "e4-kernel", "e4-value", "bn", "slotwise"]
+LAYERS = ["lifting", "gconv", "e4", "e4-none", "e4-kernel", "e4-value", "e4-batch", "bn", "in", "slotwise"]
 
 
 @settings(max_examples=80)
@@ -61,7 +65,7 @@ LAYERS = ["lifting", "gconv", "e4", "e4-none", "e4-kernel", "e4-value", "bn", "s
 )
 def test_layer_equivariance(kind, gi, cin, cout, k, h, w, stride, train, seed):
     G = GROUPS[gi]
-    if stride == 2 and kind in ("bn", "slotwise"):
+    if stride == 2 and kind in ("bn", "in", "slotwise"):
         stride = 1
     if stride == 2:  # strided layers are exact (and accepted) only on odd sizes
         h, w = h | 1, w | 1
@@ -172,6 +176,8 @@ def test_planted_per_slot_norm_affine_is_caught(G):
     assert max_equivariance_error(norm, x, G) > 1e-3  # after "training"
     # ours shares the affine weight over the group axis, so randomizing it keeps equivariance
     ours = randomize_(enn.GroupBatchNorm(3, G), 0).eval()
+    assert max_equivariance_error(ours, x, G) < TOL
+    ours = randomize_(enn.GroupInstanceNorm(3, G), 0)
     assert max_equivariance_error(ours, x, G) < TOL
 
 

@@ -18,6 +18,7 @@ def _layers(G):
         (enn.GroupConv(4, 4, 3, G, bias=True), torch.randn(2, 4, G.order, 9, 9)),
         (enn.E4Conv(4, 4, 5, G, reduction=2, slices=2), torch.randn(2, 4, G.order, 9, 9)),
         (enn.GroupBatchNorm(4, G), torch.randn(2, 4, G.order, 9, 9)),
+        (enn.GroupInstanceNorm(4, G), torch.randn(2, 4, G.order, 9, 9)),
     ]
 
 
@@ -33,6 +34,8 @@ def _layers(G):
         (lambda: enn.GroupConv(0, 2, 3, "p4"), "in_channels must be a positive int"),
         (lambda: enn.GroupConv(2, 2, 3, "p4", stride=0), "stride must be a positive int"),
         (lambda: enn.E4Conv(4, 4, 3, "p4", reduction=0), "reduction must be a positive int"),
+        (lambda: enn.E4Conv(4, 4, 3, "p4", generator_norm="layer"), "generator_norm must be one of"),
+        (lambda: enn.GroupInstanceNorm(0, "p4"), "channels must be a positive int"),
     ],
 )
 def test_bad_construction(make, match):
@@ -50,6 +53,7 @@ def test_bad_construction(make, match):
         (enn.LiftingConv(1, 2, 3, "p4"), torch.randn(1, 2, 5, 5), "expected 1 input channels, got 2"),
         (enn.E4Conv(2, 2, 3, "p4", stride=2), torch.randn(1, 2, 4, 6, 6), "not exactly equivariant"),
         (enn.GroupBatchNorm(2, "p4"), torch.randn(2, 2, 8, 3, 3), "group axis has size 8"),
+        (enn.GroupInstanceNorm(2, "p4"), torch.randn(2, 3, 4, 3, 3), "expected 2 fields, got 3"),
         (enn.GroupMaxPool(), torch.randn(2, 2, 3, 3), "rank 5"),
         (enn.SpatialAvgPool2d(2), torch.randn(2, 2, 4, 3, 4), "not divisible"),
     ],
@@ -73,7 +77,7 @@ def test_state_dict_round_trip(G):
 
 
 def _ctor_args(layer):
-    if isinstance(layer, enn.GroupBatchNorm):
+    if isinstance(layer, (enn.GroupBatchNorm, enn.GroupInstanceNorm)):
         return (layer.num_features, layer.group)
     if isinstance(layer, enn.E4Conv):
         return (layer.in_channels, layer.out_channels, layer.kernel_size, layer.group, layer.reduction, layer.slices)
@@ -87,6 +91,7 @@ def test_reset_parameters_and_repr():
     layer.reset_parameters()
     assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
     assert "kernel_size=5, group=p4m, reduction=2, slices=2" in repr(layer)
+    assert "generator_norm='instance'" in repr(layer) and "GroupInstanceNorm(2, eps=1e-05" in repr(layer)
     assert "GroupConv(4, 4, kernel_size=3, group=p4" in repr(enn.GroupConv(4, 4, 3, "p4"))
 
 
@@ -137,3 +142,14 @@ def test_cuda_matches_cpu(G):
         y = layer.cuda()(x.cuda()).cpu()
         assert torch.allclose(y, ref, rtol=1e-4, atol=1e-4)
         assert max_equivariance_error(layer, x.cuda(), G) < 1e-4
+
+
+@pytest.mark.parametrize("G", [P4, P4M], ids=str)
+def test_e4_examples_are_independent_in_train_mode(G):
+    """The per-example generator norm: in train mode an example's output does not depend on the rest of the batch
+    (with ``generator_norm="batch"`` it does)."""
+    x = torch.randn(3, 4, G.order, 7, 7)
+    layer = randomize_(enn.E4Conv(4, 4, 3, G), 0, 0.5).train()
+    assert torch.allclose(layer(x)[:1], layer(x[:1]), atol=1e-6)
+    batch = randomize_(enn.E4Conv(4, 4, 3, G, generator_norm="batch"), 0, 0.5).train()
+    assert not torch.allclose(batch(x)[:1], batch(x[:1]), atol=1e-3)

@@ -119,11 +119,11 @@ def count_model(name: str, **overrides: Any) -> tuple[int, int, int, int]:
 
     Builds ``create_model(name, **overrides)`` and counts it with :func:`e4net.count` at its data set's input size;
     the E4 aggregation is :class:`~e4net.nn.E4Conv`'s own count, the normalised values are the output sizes of
-    every batch norm (per example) seen in the same forward pass.
+    every batch or instance norm (per example) seen in the same forward pass.
     """
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from ..nn import E4Conv
+    from ..nn import E4Conv, GroupInstanceNorm
 
     spec = model_spec(name)
     model = create_model(name, **overrides)
@@ -132,7 +132,7 @@ def count_model(name: str, **overrides: Any) -> tuple[int, int, int, int]:
     def hook(module, inputs, output) -> None:
         norm_values[0] += output[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _BatchNorm)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (_BatchNorm, GroupInstanceNorm))]
     try:
         c = count(model, spec.input_shape)
     finally:

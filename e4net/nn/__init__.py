@@ -4,7 +4,7 @@ from .aggregation import GroupAggregation
 from .attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
 from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv, SlotwiseLinear
-from .norm import GroupBatchNorm
+from .norm import GroupBatchNorm, GroupInstanceNorm
 from .pooling import GlobalAvgPool, GlobalMaxPool, GroupAvgPool, GroupMaxPool, SpatialAvgPool2d, SpatialMaxPool2d
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "SlotwiseLinear",
     "CONCAT_MODES",
     "GroupBatchNorm",
+    "GroupInstanceNorm",
     "GroupMaxPool",
     "GroupAvgPool",
     "SpatialMaxPool2d",
