@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Train a model of the registry (see: e4net models) with the paper's recipe for its data set "
         "(rot-MNIST: Adam lr 0.02, wd 1e-4, batch 128, 200 epochs, lr/10 at 60/120/160; CIFAR: SGD Nesterov 0.9, "
         "lr 0.1, wd 5e-4, batch 128, 200 epochs, lr/5 at 60/120/160, per-channel normalisation, no augmentation; "
-        "digits: the rot-MNIST recipe over 3 epochs). Every value can be overridden. Writes OUT/metrics.jsonl "
+        "digits: Adam lr 0.02, wd 1e-4, batch 128, 10 epochs, lr/10 at 6/8/9). Every value can be overridden. Writes OUT/metrics.jsonl "
         "(one JSON line per epoch), OUT/checkpoint.pt (atomically, every epoch) and OUT/summary.json (test error "
         "of the final epoch, params, MACs, epochs, seconds). Multi-GPU / multi-node: launch with "
         "torchrun --nproc_per_node=G -m e4net train ... (--batch-size stays the global batch).",
