@@ -156,3 +156,29 @@ def test_cli_bad_input_one_line_error(argv, msg, capsys, small_layers):
     assert main(["bench", "--no-progress", *argv]) == 1
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_timings_run_before_any_memory_measurement(small_layers, monkeypatch):
+    """Peak memory needs a fixed 64 KiB mmap threshold, which slows allocation-heavy code: every timing of the run
+    must be taken before the first memory measurement, and the memory ratios must still be filled in."""
+    events: list[str] = []
+    real_times, real_peak = bench.median_times, bench.peak_memory_mb
+
+    def times(*args, **kwargs):
+        events.append("time")
+        return real_times(*args, **kwargs)
+
+    def peak(*args, **kwargs):
+        events.append("memory")
+        return real_peak(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "median_times", times)
+    monkeypatch.setattr(bench, "peak_memory_mb", peak)
+    res = bench.run_benchmarks(
+        suites=["layers"], layer_sets=["e4net"], backends=["reference", "auto"], batch_size=2, repeats=1,
+        progress=False,
+    )  # fmt: skip
+    assert "time" in events and "memory" in events
+    assert events.index("memory") > len(events) - 1 - events[::-1].index("time")
+    fast = next(r for r in res["rows"] if r["suite"] == "layers" and r["impl"].startswith("E4 auto"))
+    assert fast["peak_mb"] is not None and "mem_vs_ref" in fast["ratios"]

@@ -20,6 +20,9 @@ step) needs on top of what exists before it (inputs, parameters):
   ``malloc_trim`` releases free heap pages, ``/proc/self/clear_refs`` resets the resident high-water mark, and the peak is ``VmHWM`` after the run minus
   ``VmRSS`` before it. This counts every allocation made during the run (torch, numba scratch, autograd
   graph), at page granularity. Where that is unavailable (non-Linux), peak memory is reported as ``None``.
+  That allocator setting makes every allocation above 64 KiB a fresh ``mmap`` whose pages fault in on first
+  touch, which would slow down allocation-heavy implementations more than others; :func:`run_benchmarks`
+  therefore takes **all timings first**, under the default allocator, and measures peak memory afterwards.
 """
 
 from __future__ import annotations
@@ -199,7 +202,12 @@ def _layer_runs(module: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], 
 
 
 def bench_layer(
-    case: LayerCase, backends: Iterable[str], batch_size: int, device: torch.device, repeats: int
+    case: LayerCase,
+    backends: Iterable[str],
+    batch_size: int,
+    device: torch.device,
+    repeats: int,
+    memory_jobs: list[MemoryJob] | None = None,
 ) -> list[Row]:
     """E4Conv on each backend, GroupConv k=3 and GroupConv k=case.kernel_size, with ratios to the reference."""
     g = resolve(case.group)
@@ -224,15 +232,39 @@ def bench_layer(
     rows = [Row("layers", case.name, label) for label, _ in impls]
     modules = [make().to(device).train() for _, make in impls]
     runs = [_layer_runs(m, x) for m in modules]
-    _measure(rows, [r[0] for r in runs], [r[1] for r in runs], repeats, device)
-    _add_ratios(rows, reference="E4 reference", gconv="GroupConv k=3")
+    _measure(
+        rows, [r[0] for r in runs], [r[1] for r in runs], repeats, device, memory_jobs, "E4 reference", "GroupConv k=3"
+    )
     return rows
 
 
+@dataclass
+class MemoryJob:
+    """Peak-memory measurements of one group of rows, deferred until every timing is done (module docstring)."""
+
+    rows: list[Row]
+    fns: list[tuple[int, Callable[[], Any]]]
+    reference: str
+    gconv: str | None
+
+    def run(self, device: torch.device) -> None:
+        for i, fn in self.fns:
+            self.rows[i].peak_mb = peak_memory_mb(fn, device)
+        _add_ratios(self.rows, self.reference, self.gconv)
+
+
 def _measure(
-    rows: list[Row], fwds: list[Callable], fwdbwds: list[Callable], repeats: int, device: torch.device
+    rows: list[Row],
+    fwds: list[Callable],
+    fwdbwds: list[Callable],
+    repeats: int,
+    device: torch.device,
+    memory_jobs: list[MemoryJob] | None,
+    reference: str,
+    gconv: str | None,
 ) -> None:
-    """Interleaved forward and forward+backward medians, then each one's peak memory; failures go to ``note``."""
+    """Interleaved forward and forward+backward medians, then each one's peak memory (now, or appended to
+    ``memory_jobs`` to be run later), then the ratios; failures go to ``note``."""
     ok = list(range(len(rows)))
     for i in list(ok):  # one trial run each, so that e.g. an out-of-memory reference does not stop the others
         try:
@@ -244,8 +276,12 @@ def _measure(
         rows[i].fwd_ms = 1e3 * t
     for i, t in zip(ok, median_times([fwdbwds[i] for i in ok], repeats, device, warmup=0)):
         rows[i].fwdbwd_ms = 1e3 * t
-    for i in ok:
-        rows[i].peak_mb = peak_memory_mb(fwdbwds[i], device)
+    job = MemoryJob(rows, [(i, fwdbwds[i]) for i in ok], reference, gconv)
+    if memory_jobs is None:
+        job.run(device)
+    else:
+        _add_ratios(rows, reference, gconv)
+        memory_jobs.append(job)
 
 
 def aggregation_bytes(case: LayerCase, batch_size: int, itemsize: int = 4) -> tuple[int, int]:
@@ -268,6 +304,7 @@ def bench_aggregation(
     device: torch.device,
     repeats: int,
     bandwidth_gbs: float | None,
+    memory_jobs: list[MemoryJob] | None = None,
 ) -> list[Row]:
     """The aggregation alone (``e4net.backends.aggregate`` on given v and kernels), against its bandwidth bound."""
     from ..backends import aggregate
@@ -299,8 +336,7 @@ def bench_aggregation(
 
         fwds.append(fwd)
         fwdbwds.append(fwdbwd)
-    _measure(rows, fwds, fwdbwds, repeats, device)
-    _add_ratios(rows, reference="agg reference", gconv=None)
+    _measure(rows, fwds, fwdbwds, repeats, device, memory_jobs, "agg reference", None)
     for r in rows:
         if r.bound_fwd_ms and r.fwd_ms:
             r.ratios["fwd_vs_bound"] = r.fwd_ms / r.bound_fwd_ms
@@ -353,7 +389,12 @@ def set_backend(model: nn.Module, backend: str) -> int:
 
 
 def bench_train_step(
-    name: str, backends: Iterable[str], batch_size: int, device: torch.device, repeats: int
+    name: str,
+    backends: Iterable[str],
+    batch_size: int,
+    device: torch.device,
+    repeats: int,
+    memory_jobs: list[MemoryJob] | None = None,
 ) -> list[Row]:
     """One SGD step of model ``name`` per backend: median step time, images/s, peak memory, ratios to reference."""
     from ..models import create_model
@@ -388,11 +429,10 @@ def bench_train_step(
         rows.append(Row("train", name, label))
         fwds.append(fwd)
         steps.append(step)
-    _measure(rows, fwds, steps, repeats, device)
+    _measure(rows, fwds, steps, repeats, device, memory_jobs, "E4 reference", None)
     for r in rows:
         if r.fwdbwd_ms:
             r.images_per_s = batch_size / (r.fwdbwd_ms / 1e3)
-    _add_ratios(rows, reference="E4 reference", gconv=None)
     return rows
 
 
@@ -442,8 +482,6 @@ def run_benchmarks(
 ) -> dict[str, Any]:
     """Run the requested suites; returns ``{"machine": ..., "config": ..., "rows": [Row as dict, ...]}``."""
     device = torch.device(device)
-    if device.type == "cpu":
-        _fix_malloc_threshold()  # before the runs allocate, so that freed tensors never stay resident
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     suites, backends, layer_sets, models = list(suites), list(backends), list(layer_sets), list(models)
@@ -470,12 +508,15 @@ def run_benchmarks(
     from tqdm import tqdm
 
     rows: list[Row] = []
+    jobs: list[MemoryJob] = []
     for kind, item in tqdm(tasks, desc="e4net bench", disable=not progress, unit="case"):
         if kind == "layers":
-            rows += bench_layer(item, backends, batch_size, device, repeats)
-            rows += bench_aggregation(item, backends, batch_size, device, repeats, bandwidth_gbs)
+            rows += bench_layer(item, backends, batch_size, device, repeats, jobs)
+            rows += bench_aggregation(item, backends, batch_size, device, repeats, bandwidth_gbs, jobs)
         else:
-            rows += bench_train_step(item, backends, train_batch_size or batch_size, device, repeats)
+            rows += bench_train_step(item, backends, train_batch_size or batch_size, device, repeats, jobs)
+    for job in tqdm(jobs, desc="peak memory", disable=not progress, unit="case"):
+        job.run(device)
     config = {
         "suites": suites,
         "backends": backends,
