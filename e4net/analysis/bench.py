@@ -10,7 +10,8 @@ Suites:
 * ``train``: one optimiser step (forward, cross-entropy, backward, SGD update) of registered models
   (``e4net``, ``p4m-e4r18`` by default) with every E4 layer switched to each backend.
 
-Every number is the median over ``repeats`` timed runs after one warm-up run (CUDA: synchronised). Forward is
+Every number is the median over ``repeats`` timed runs after one warm-up run, each timed run right after an
+untimed run of the same implementation (steady state; CUDA: synchronised). Forward is
 timed with autograd enabled, as in training. Peak memory is the extra memory one forward+backward (or train
 step) needs on top of what exists before it (inputs, parameters):
 
@@ -41,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _memory
+from .._memory import cpu_allocator_tuned
 from ..backends import available_backends, resolve_backend
 from ..groups import resolve
 from ..nn import E4Conv, GroupConv
@@ -114,7 +117,10 @@ def median_times(fns: list[Callable[[], Any]], repeats: int, device: torch.devic
     """Median seconds of each function, timed **interleaved** (round-robin over ``fns`` in every repeat).
 
     On a shared, noisy machine the load changes over time; interleaving exposes every implementation to the
-    same conditions, so the ratios between them stay meaningful.
+    same conditions, so the ratios between them stay meaningful. Each timed call is preceded by one untimed call
+    of the same function, so it runs in the steady state a training loop sees (the allocator's free lists and
+    the caches hold what this implementation left, not what the previous one did); timing right after another
+    implementation measured up to 20% more for the fast E4 layer.
     """
     for fn in fns:
         for _ in range(warmup):
@@ -123,6 +129,8 @@ def median_times(fns: list[Callable[[], Any]], repeats: int, device: torch.devic
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            fn()
+            _sync(device)
             t0 = time.perf_counter()
             fn()
             _sync(device)
@@ -130,7 +138,6 @@ def median_times(fns: list[Callable[[], Any]], repeats: int, device: torch.devic
     return [statistics.median(t) for t in times]
 
 
-_MALLOPT_DONE = False
 try:
     _LIBC: Any = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: no CPU peak-memory measurement
@@ -139,14 +146,12 @@ except OSError:  # not glibc: no CPU peak-memory measurement
 
 def _fix_malloc_threshold() -> bool:
     """glibc: fixed 64 KiB mmap threshold so freed tensors leave the resident set immediately."""
-    global _MALLOPT_DONE
-    if _MALLOPT_DONE:
-        return True
     if _LIBC is None:
         return False
     m_mmap_threshold, m_trim_threshold = -3, -1
     ok = _LIBC.mallopt(m_mmap_threshold, 64 * 1024) == 1 and _LIBC.mallopt(m_trim_threshold, 64 * 1024) == 1
-    _MALLOPT_DONE = ok
+    if ok:
+        _memory._tuned = False  # no longer the setting of e4net.tune_cpu_allocator
     return ok
 
 
@@ -446,6 +451,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu": _cpu_name(),
         "backends": available_backends(),
+        "malloc": "tuned (e4net.tune_cpu_allocator)" if cpu_allocator_tuned() else "default",
     }
     for mod in ("numba", "triton"):
         try:
@@ -500,6 +506,7 @@ def run_benchmarks(
         bandwidth_gbs = default_bandwidth(device)
     elif bandwidth_gbs <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth_gbs}")
+    machine = machine_info(device)  # before the memory measurements change the allocator setting
     tasks: list[tuple[str, Any]] = []
     if "layers" in suites:
         tasks += [("layers", c) for s in layer_sets for c in LAYER_SETS[s]()]
@@ -527,7 +534,7 @@ def run_benchmarks(
         "repeats": repeats,
         "bandwidth_gbs": bandwidth_gbs,
     }
-    return {"machine": machine_info(device), "config": config, "rows": [asdict(r) for r in rows]}
+    return {"machine": machine, "config": config, "rows": [asdict(r) for r in rows]}
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:
@@ -544,7 +551,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     where = m.get("gpu") or f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads"
     lines = [
         f"Device: {m['device']} ({where}); torch {m['torch']}, numba {m.get('numba')}, triton {m.get('triton')}; "
-        f"median of {cfg['repeats']} repeats.",
+        f"malloc {m.get('malloc', 'default')}; median of {cfg['repeats']} repeats.",
         "",
     ]
     layer_rows = [r for r in result["rows"] if r["suite"] == "layers"]

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from .. import _memory
+
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -163,7 +165,7 @@ class NumbaAggregate(torch.autograd.Function):
         perm_np = np.ascontiguousarray(perm.detach().cpu().numpy().astype(np.int64))
         k = _kernel_size(kernel)
         b, c, n, h, w = v.shape
-        out = torch.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), dtype=v.dtype)
+        out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
         _set_threads()
         _forward(v.numpy(), kernel.numpy(), perm_np, k, stride, out.numpy())
         ctx.save_for_backward(v, kernel)
@@ -176,8 +178,8 @@ class NumbaAggregate(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         v, kernel = ctx.saved_tensors
         go = grad_out.detach().contiguous()
-        gv = torch.empty_like(v)
-        gk = torch.empty_like(kernel)
+        gv = _memory.empty_like(v)
+        gk = _memory.empty_like(kernel)
         _set_threads()
         _backward(
             v.numpy(), kernel.numpy(), ctx.perm_np, _kernel_size(kernel), ctx.stride, go.numpy(), gv.numpy(), gk.numpy()

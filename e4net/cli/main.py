@@ -15,6 +15,8 @@ from ..errors import E4NetError
 
 # Sub-command modules, in the order --help lists them.
 COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce", "bench")
+# Commands that run models: they start with e4net.tune_cpu_allocator() unless E4NET_MALLOC_TUNING=0.
+COMPUTE_COMMANDS = ("train", "eval", "reproduce", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command in COMPUTE_COMMANDS and os.environ.get("E4NET_MALLOC_TUNING", "1") != "0":
+        from .._memory import tune_cpu_allocator
+
+        tune_cpu_allocator()
     try:
         return int(args.func(args) or 0)
     except (E4NetError, ValueError, FileNotFoundError) as exc:

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import torch
 
+from .. import _memory
+
 
 class _SharedWeightBmm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(weight, x)
-        return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x)
+        out = _memory.empty((x.shape[0], weight.shape[0], x.shape[2]), x.dtype, x.device)  # huge pages if large
+        return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x, out=out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         weight, x = ctx.saved_tensors
         gw = gx = None
         if ctx.needs_input_grad[1]:
-            gx = torch.bmm(weight.t().unsqueeze(0).expand(x.shape[0], -1, -1), grad)
+            gx = _memory.empty_like(x)
+            torch.bmm(weight.t().unsqueeze(0).expand(x.shape[0], -1, -1), grad, out=gx)
         if ctx.needs_input_grad[0]:
             (m, k), n = weight.shape, x.shape[2]
             if m * k <= (m + k) * n:  # large maps, few channels: per-example products (B, M, K), then the sum
