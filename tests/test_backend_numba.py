@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e4net.backends import aggregate, output_size, resolve_backend
@@ -76,8 +76,36 @@ def test_gradcheck_float64(group, c, s, stride, h, w, fast):
     Full Jacobians on tiny shapes; ``fast_mode`` (random projections of the Jacobian) on larger ones.
     """
     v, ker, perm = _inputs(group, 1, c, s, 3, h, w, stride, torch.float64, seed=3)
-    fn = lambda a, bb: NumbaAggregate.apply(a, bb, perm, stride)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (v, ker), fast_mode=fast)
+    bias = torch.randn(s, 9, dtype=torch.float64, requires_grad=True)
+    fn = lambda a, bb, kb: NumbaAggregate.apply(a, bb, kb, perm, stride)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (v, ker, bias), fast_mode=fast)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    gi=st.sampled_from([0, 1]),
+    s=st.sampled_from([1, 2, 3]),
+    m=st.integers(1, 2),
+    k=st.sampled_from([1, 3, 5]),
+    h=st.integers(1, 8),
+    w=st.integers(1, 8),
+    stride=st.sampled_from([1, 2]),
+    seed=st.integers(0, 1000),
+)
+def test_fused_kernel_bias_matches_adding_it_first(gi, s, m, k, h, w, stride, seed):
+    """``kernel_bias`` fused into the numba kernels == adding it to the kernels, then the reference: outputs and
+    the gradients of v, kernels and bias (the bias gradient is summed inside the numba backward)."""
+    group = (P4, P4M)[gi]
+    v, ker, perm = _inputs(group, 2, s * m, s, k, h, w, stride, torch.float64, seed=seed)
+    bias = torch.randn(s, k * k, dtype=torch.float64, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    outs = [aggregate(v, ker, perm, stride, b, kernel_bias=bias) for b in ("numba", "reference")]
+    torch.testing.assert_close(outs[0], outs[1])
+    g = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad(o, (v, ker, bias), g) for o in outs]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="kernel_bias must have shape"):
+        aggregate(v, ker, perm, stride, "reference", kernel_bias=bias[:, :1] if k > 1 else bias.repeat(1, 2))
 
 
 def test_non_contiguous_inputs_and_single_grad():

@@ -1,8 +1,9 @@
 """Fused CPU E4 aggregation: numba-compiled forward and backward behind one autograd Function.
 
-Computes exactly the formula of :mod:`e4net.backends` (last step of Eq. 12),
+Computes exactly the formula of :mod:`e4net.backends` (last step of Eq. 12), with the optional kernel bias,
 
-    out[b, c, a, y, x] = sum_u  kernel[b, c % s, perm[a, u], a, y, x] * v_pad[b, c, a, s*y + u_row, s*x + u_col],
+    out[b, c, a, y, x] = sum_u  (kernel[b, c % s, perm[a, u], a, y, x] + bias[c % s, perm[a, u]])
+                                * v_pad[b, c, a, s*y + u_row, s*x + u_col],
 
 without the k^2-fold unfold, without the transformed copy of the kernel (``perm`` is indexed inside the loop)
 and without padding ``v`` (the valid output range of each offset is computed instead). The work is split over
@@ -35,7 +36,7 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _forward(v, ker, perm, k, stride, out):  # pragma: no cover - compiled
+def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = out.shape[3], out.shape[4]
@@ -54,8 +55,9 @@ def _forward(v, ker, perm, k, stride, out):  # pragma: no cover - compiled
         acc = np.empty(n, dtype=v.dtype)
         for u in range(kk):
             kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            kbu = kbias[j, perm[a, u]]
             for y in range(ho):
-                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo]
+                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo] + kbu
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             for y in range(h):
@@ -83,7 +85,7 @@ def _forward(v, ker, perm, k, stride, out):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _backward(v, ker, perm, k, stride, go, gv, gk):  # pragma: no cover - compiled
+def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = go.shape[3], go.shape[4]
@@ -105,8 +107,9 @@ def _backward(v, ker, perm, k, stride, go, gv, gk):  # pragma: no cover - compil
         gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
         for u in range(kk):
             kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            kbu = kbias[j, perm[a, u]]
             for y in range(ho):
-                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo]
+                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo] + kbu
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             gb = ((b * nc + c) * na + a) * oplane
@@ -143,6 +146,7 @@ def _backward(v, ker, perm, k, stride, go, gv, gk):  # pragma: no cover - compil
             kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
             for y in range(ho):
                 gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
+            gbias[t, perm[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
 def _set_threads() -> None:
@@ -154,21 +158,28 @@ def _kernel_size(kernel: torch.Tensor) -> int:
 
 
 class NumbaAggregate(torch.autograd.Function):
-    """Autograd Function of the fused aggregation: saves ``v`` and ``kernel`` (no extra buffers)."""
+    """Autograd Function of the fused aggregation: saves ``v`` and ``kernel`` (no extra buffers).
+
+    ``kernel_bias`` (``(s, k*k)``) is added to every generated kernel while it is loaded into cache, and its
+    gradient is summed there too, so the bias of the kernel generator costs no pass over the kernel tensor.
+    """
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        ctx, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, perm: torch.Tensor, stride: int
+    ) -> torch.Tensor:  # type: ignore[override]
         from . import output_size
 
         v = v.detach().contiguous()
         kernel = kernel.detach().contiguous()
+        kbias = kernel_bias.detach().contiguous()
         perm_np = np.ascontiguousarray(perm.detach().cpu().numpy().astype(np.int64))
         k = _kernel_size(kernel)
         b, c, n, h, w = v.shape
         out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
         _set_threads()
-        _forward(v.numpy(), kernel.numpy(), perm_np, k, stride, out.numpy())
-        ctx.save_for_backward(v, kernel)
+        _forward(v.numpy(), kernel.numpy(), kbias.numpy(), perm_np, k, stride, out.numpy())
+        ctx.save_for_backward(v, kernel, kbias)
         ctx.perm_np = perm_np
         ctx.stride = stride
         return out
@@ -176,26 +187,40 @@ class NumbaAggregate(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        v, kernel = ctx.saved_tensors
+        v, kernel, kbias = ctx.saved_tensors
         go = grad_out.detach().contiguous()
         gv = _memory.empty_like(v)
         gk = _memory.empty_like(kernel)
+        nb, ns, kk, na = kernel.shape[:4]
+        gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
         _set_threads()
         _backward(
-            v.numpy(), kernel.numpy(), ctx.perm_np, _kernel_size(kernel), ctx.stride, go.numpy(), gv.numpy(), gk.numpy()
-        )
+            v.numpy(), kernel.numpy(), kbias.numpy(), ctx.perm_np, _kernel_size(kernel), ctx.stride, go.numpy(),
+            gv.numpy(), gk.numpy(), gb.numpy(),
+        )  # fmt: skip
         return (
             gv if ctx.needs_input_grad[0] else None,
             gk if ctx.needs_input_grad[1] else None,
+            gb.view(nb, ns, na, kk).sum((0, 2)) if ctx.needs_input_grad[2] else None,
             None,
             None,
         )
 
 
-def aggregate_numba(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1) -> torch.Tensor:
+def aggregate_numba(
+    v: torch.Tensor,
+    kernel: torch.Tensor,
+    perm: torch.Tensor,
+    stride: int = 1,
+    kernel_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The fused CPU aggregation; other devices / dtypes (or mixed dtypes) go to the ``shift`` backend."""
-    if v.device.type != "cpu" or kernel.device.type != "cpu" or v.dtype not in _DTYPES or kernel.dtype != v.dtype:
+    dtype_ok = v.dtype in _DTYPES and kernel.dtype == v.dtype and (kernel_bias is None or kernel_bias.dtype == v.dtype)
+    if v.device.type != "cpu" or kernel.device.type != "cpu" or not dtype_ok:
+        from . import add_kernel_bias
         from .shift import aggregate_shift
 
-        return aggregate_shift(v, kernel, perm, stride)
-    return NumbaAggregate.apply(v, kernel, perm, stride)
+        return aggregate_shift(v, add_kernel_bias(kernel, kernel_bias), perm, stride)
+    if kernel_bias is None:
+        kernel_bias = torch.zeros(kernel.shape[1], kernel.shape[2], dtype=v.dtype)
+    return NumbaAggregate.apply(v, kernel, kernel_bias.to(v.device), perm, stride)

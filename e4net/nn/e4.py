@@ -62,13 +62,14 @@ class SlotwiseLinear(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
+        """``add_bias=False`` leaves the bias to the caller (E4Conv fuses it into the aggregation)."""
         if x.dim() != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
         b, c, n, h, w = x.shape
         # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
         y = shared_weight_bmm(self.weight, x.reshape(b, c, n * h * w))
-        if self.bias is not None:
+        if self.bias is not None and add_bias:
             y = y.add_(self.bias.view(1, -1, 1))  # in place: the GEMM's backward does not need its output
         return y.view(b, self.out_channels, n, h, w)
 
@@ -163,11 +164,15 @@ class E4Conv(GroupAggregation):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def generate_kernels(self, x: torch.Tensor) -> torch.Tensor:
-        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot)."""
+    def generate_kernels(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
+        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot).
+
+        ``add_bias=False`` omits W2's bias (:meth:`forward` hands it to the aggregation, which fuses it).
+        """
         if self.stride > 1:
             x = x[..., :: self.stride, :: self.stride]
-        t = self.span(F.relu(self.norm(self.reduce(x)), inplace=True))  # the norm's backward does not need its output
+        hidden = F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
+        t = self.span(hidden, add_bias=add_bias)
         b, _, n, h, w = t.shape
         return t.view(b, self.slices, self.kernel_size**2, n, h, w)
 
@@ -176,8 +181,9 @@ class E4Conv(GroupAggregation):
         check_feature_map(x, self.in_channels, self.group, name)
         check_exact_stride(x, self.stride, name)
         v = self.value(x)
-        kernels = self.generate_kernels(x)
-        y = aggregate(v, kernels, self.perm, self.stride, self.backend)
+        kernels = self.generate_kernels(x, add_bias=False)
+        kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
+        y = aggregate(v, kernels, self.perm, self.stride, self.backend, kernel_bias=kernel_bias)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1, 1)
         return y
