@@ -57,7 +57,10 @@ def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compile
             kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
             kbu = kbias[j, perm[a, u]]
             for y in range(ho):
-                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo] + kbu
+                src = kf[kb + y * wo : kb + (y + 1) * wo]
+                dst = kx[u, y * rw : y * rw + wo]
+                for x in range(wo):  # an explicit loop: `src + kbu` would allocate a temporary array
+                    dst[x] = src[x] + kbu
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             for y in range(h):
@@ -109,7 +112,10 @@ def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no 
             kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
             kbu = kbias[j, perm[a, u]]
             for y in range(ho):
-                kx[u, y * rw : y * rw + wo] = kf[kb + y * wo : kb + (y + 1) * wo] + kbu
+                src = kf[kb + y * wo : kb + (y + 1) * wo]
+                dst = kx[u, y * rw : y * rw + wo]
+                for x in range(wo):  # an explicit loop: `src + kbu` would allocate a temporary array
+                    dst[x] = src[x] + kbu
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             gb = ((b * nc + c) * na + a) * oplane
