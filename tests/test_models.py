@@ -226,6 +226,18 @@ def test_e4_layer_count_matches_sec_4_2():
     assert c.macs == (2 * 16**2 * 16 + 3 * 25 * 16 * 4) * 28 * 28 == 10_185_728
 
 
+def test_e4net_follows_the_authors_code_where_the_paper_is_silent():
+    """No dropout after the lifting layer and E4 #1 (5 dropouts, after E4 #2-#6), and a per-example norm in every
+    kernel generator: the two choices without which E4-Net did not learn (docs/models.md)."""
+    model = create_model("e4net")
+    blocks = [m for m in model.features if isinstance(m, torch.nn.Sequential)]
+    has_dropout = [any(isinstance(x, torch.nn.Dropout) for x in b) for b in blocks]
+    assert has_dropout == [False, False, True, True, True, True, True]
+    e4s = [m for m in model.modules() if isinstance(m, e4net.nn.E4Conv)]
+    assert len(e4s) == 6 and all(isinstance(m.norm, e4net.nn.GroupInstanceNorm) for m in e4s)
+    assert all(d.p == 0.2 for d in model.modules() if isinstance(d, torch.nn.Dropout))
+
+
 def test_e4net_count_by_hand():
     # lifting 5x5 (400) + 7 BNs (7*32) + 6 E4 layers (2930 each) + linear 16->10 (170)
     params = 400 + 7 * 32 + 6 * 2930 + 170
