@@ -236,6 +236,9 @@ def test_e4net_follows_the_authors_code_where_the_paper_is_silent():
     e4s = [m for m in model.modules() if isinstance(m, e4net.nn.E4Conv)]
     assert len(e4s) == 6 and all(isinstance(m.norm, e4net.nn.GroupInstanceNorm) for m in e4s)
     assert all(d.p == 0.2 for d in model.modules() if isinstance(d, torch.nn.Dropout))
+    other = create_model("e4net", generator_norm="batch", dropout_from=1)
+    assert all(isinstance(m.norm, e4net.nn.GroupBatchNorm) for m in other.modules() if isinstance(m, e4net.nn.E4Conv))
+    assert sum(isinstance(m, torch.nn.Dropout) for m in other.modules()) == 6
 
 
 def test_e4net_count_by_hand():

@@ -48,6 +48,7 @@ class E4Net(nn.Module):
         pool_after: 1-based E4 layers followed by 2x2 max pooling ((1, 3): 28 -> 14 -> 7).
         dropout: dropout probability (0.2) after the hidden layers from E4 layer ``dropout_from`` on.
         dropout_from: the first E4 layer followed by dropout (2: none after the lifting layer and E4 #1).
+        generator_norm: the norm in each E4 layer's kernel generator (``"instance"``, or ``"batch"``; see E4Conv).
         group: ``"p4"`` (the paper) or ``"p4m"``.
         in_channels: image channels.
         backend: E4 aggregation backend.
@@ -66,6 +67,7 @@ class E4Net(nn.Module):
         pool_after: Sequence[int] = (1, 3),
         dropout: float = 0.2,
         dropout_from: int = 2,
+        generator_norm: str = "instance",
         group: str = "p4",
         in_channels: int = 1,
         backend: str = "auto",
@@ -78,8 +80,9 @@ class E4Net(nn.Module):
         ]
         for i in range(1, layers + 1):
             e4 = E4Conv(
-                fields, fields, kernel_size, g, reduction=reduction, slices=slices, concat=concat, backend=backend
-            )
+                fields, fields, kernel_size, g, reduction=reduction, slices=slices, concat=concat, backend=backend,
+                generator_norm=generator_norm,
+            )  # fmt: skip
             blocks.append(conv_bn_act(e4, fields, g, dropout if i >= dropout_from else 0.0))
             if i in pool_after:
                 blocks.append(SpatialMaxPool2d(2))
