@@ -55,7 +55,32 @@ _madvise = _load_madvise()
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit systems
 TRIM_THRESHOLD = 512 << 20
-_tuned = False
+_thresholds: tuple[int, int] | None = None  # the last (mmap, trim) thresholds set through this module
+
+
+def _load_mallopt():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_mallopt = _load_mallopt()
+
+
+def set_malloc_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    """glibc's mmap and trim thresholds (process-wide); True if both were set (False where not glibc)."""
+    global _thresholds
+    if _mallopt is None:
+        return False
+    ok = _mallopt(_M_MMAP_THRESHOLD, mmap_bytes) == 1 and _mallopt(_M_TRIM_THRESHOLD, trim_bytes) == 1
+    _thresholds = (mmap_bytes, trim_bytes) if ok else None
+    return ok
 
 
 def tune_cpu_allocator() -> bool:
@@ -64,23 +89,12 @@ def tune_cpu_allocator() -> bool:
     Linux / glibc only (elsewhere: a no-op returning False). Process-wide: call it at the start of a CPU
     training script. Peak memory may stay at the process's high-water mark.
     """
-    global _tuned
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    _tuned = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    return _tuned
+    return set_malloc_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD)
 
 
 def cpu_allocator_tuned() -> bool:
-    """Whether :func:`tune_cpu_allocator` has been applied in this process."""
-    return _tuned
+    """Whether the allocator currently has :func:`tune_cpu_allocator`'s setting."""
+    return _thresholds == (MMAP_THRESHOLD, TRIM_THRESHOLD)
 
 
 def advise_huge_pages(t: torch.Tensor) -> bool:

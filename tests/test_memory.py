@@ -43,7 +43,7 @@ def test_tune_cpu_allocator_is_reported_and_undone_by_memory_measurement():
 def test_bench_command_tunes_the_allocator_unless_told_not_to(tmp_path, monkeypatch, env, expected):
     cases = [bench.LayerCase("E4-Net 5px", "p4", 2, 3, 1, 1, 5)]
     monkeypatch.setitem(bench.LAYER_SETS, "e4net", lambda: cases)
-    monkeypatch.setattr(_memory, "_tuned", False)
+    monkeypatch.setattr(_memory, "_thresholds", None)
     if env is None:
         monkeypatch.delenv("E4NET_MALLOC_TUNING", raising=False)
     else:

@@ -23,7 +23,7 @@ step) needs on top of what exists before it (inputs, parameters):
   graph), at page granularity. Where that is unavailable (non-Linux), peak memory is reported as ``None``.
   That allocator setting makes every allocation above 64 KiB a fresh ``mmap`` whose pages fault in on first
   touch, which would slow down allocation-heavy implementations more than others; :func:`run_benchmarks`
-  therefore takes **all timings first**, under the default allocator, and measures peak memory afterwards.
+  therefore takes **all timings first**, under the process's allocator setting, and measures peak memory afterwards.
 """
 
 from __future__ import annotations
@@ -146,13 +146,7 @@ except OSError:  # not glibc: no CPU peak-memory measurement
 
 def _fix_malloc_threshold() -> bool:
     """glibc: fixed 64 KiB mmap threshold so freed tensors leave the resident set immediately."""
-    if _LIBC is None:
-        return False
-    m_mmap_threshold, m_trim_threshold = -3, -1
-    ok = _LIBC.mallopt(m_mmap_threshold, 64 * 1024) == 1 and _LIBC.mallopt(m_trim_threshold, 64 * 1024) == 1
-    if ok:
-        _memory._tuned = False  # no longer the setting of e4net.tune_cpu_allocator
-    return ok
+    return _LIBC is not None and _memory.set_malloc_thresholds(64 * 1024, 64 * 1024)
 
 
 def _proc_status_kb(key: str) -> int:

@@ -35,6 +35,23 @@ _DTYPES = (torch.float32, torch.float64)
 # loop per output row.
 
 
+@njit(cache=True, fastmath=True)
+def _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx):  # pragma: no cover - compiled
+    """Rows ``u`` of ``kx``: the generated kernel plane ``perm[a, u]`` of (batch b, slice j, slot a) plus its bias,
+    laid out with row pitch ``rw`` (the transform by ``a`` is this choice of plane)."""
+    kk = kx.shape[0]
+    ns = kbias.shape[0]
+    oplane = ho * wo
+    for u in range(kk):
+        kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+        kbu = kbias[j, perm[a, u]]
+        for y in range(ho):
+            src = kf[kb + y * wo : kb + (y + 1) * wo]
+            dst = kx[u, y * rw : y * rw + wo]
+            for x in range(wo):  # an explicit loop: `src + kbu` would allocate a temporary array
+                dst[x] = src[x] + kbu
+
+
 @njit(parallel=True, cache=True, fastmath=True)
 def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
@@ -53,14 +70,7 @@ def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compile
         vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
         kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = perm[a, u])
         acc = np.empty(n, dtype=v.dtype)
-        for u in range(kk):
-            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
-            kbu = kbias[j, perm[a, u]]
-            for y in range(ho):
-                src = kf[kb + y * wo : kb + (y + 1) * wo]
-                dst = kx[u, y * rw : y * rw + wo]
-                for x in range(wo):  # an explicit loop: `src + kbu` would allocate a temporary array
-                    dst[x] = src[x] + kbu
+        _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx)
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             for y in range(h):
@@ -108,14 +118,7 @@ def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no 
         gx = np.zeros(n, dtype=v.dtype)  # grad_out plane (wide rows: extra columns stay 0)
         kx = np.zeros((kk, n), dtype=v.dtype)
         gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
-        for u in range(kk):
-            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
-            kbu = kbias[j, perm[a, u]]
-            for y in range(ho):
-                src = kf[kb + y * wo : kb + (y + 1) * wo]
-                dst = kx[u, y * rw : y * rw + wo]
-                for x in range(wo):  # an explicit loop: `src + kbu` would allocate a temporary array
-                    dst[x] = src[x] + kbu
+        _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx)
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             gb = ((b * nc + c) * na + a) * oplane
