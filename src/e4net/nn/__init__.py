@@ -1,6 +1,7 @@
 """Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
 
 from .aggregation import GroupAggregation
+from .backend import set_backend
 from .attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
 from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv, SlotwiseLinear
@@ -8,6 +9,7 @@ from .norm import GroupBatchNorm, GroupInstanceNorm
 from .pooling import GlobalAvgPool, GlobalMaxPool, GroupAvgPool, GroupMaxPool, SpatialAvgPool2d, SpatialMaxPool2d
 
 __all__ = [
+    "set_backend",
     "LiftingConv",
     "GroupConv",
     "E4Conv",
