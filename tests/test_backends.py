@@ -296,6 +296,8 @@ def test_set_backend_validates():
     with pytest.raises(ValueError, match="unknown aggregation backend 'fastest'; available: auto, reference, shift"):
         set_backend(model, "fastest")
     assert [m.backend for m in model if isinstance(m, E4Conv)] == ["auto", "reference"]
+    with pytest.raises(ValueError, match="unknown aggregation backend 'fastest'"):
+        set_backend(torch.nn.Linear(2, 2), "fastest")  # validated even where there is no E4 layer to set
     assert set_backend(model, "shift") is model
     assert [m.backend for m in model if isinstance(m, E4Conv)] == ["shift", "shift"]
     with pytest.raises(ValueError, match="unknown aggregation backend"):
