@@ -2,17 +2,18 @@
 
 Computes exactly the formula of :mod:`e4net.backends` (last step of Eq. 12), with the optional kernel bias,
 
-    out[b, c, a, y, x] = sum_u  (kernel[b, c % s, perm[a, u], a, y, x] + bias[c % s, perm[a, u]])
+    out[b, c, a, y, x] = sum_u  (kernel[b, c % s, index[a, u], a, y, x] + bias[c % s, index[a, u]])
                                 * v_pad[b, c, a, s*y + u_row, s*x + u_col],
 
-without the k^2-fold unfold, without the transformed copy of the kernel (``perm`` is indexed inside the loop)
-and without padding ``v`` (the valid output range of each offset is computed instead). The work is split over
-``(batch, slice, group element)`` so every generated k x k kernel plane stays in cache while it is reused by
-the ``C / s`` channels of its slice, and the backward pass writes ``grad_v`` and ``grad_kernel`` of one split
-without atomics. Memory: the output (forward) and the two gradients (backward), nothing else.
+without the k^2-fold unfold, without the transformed copy of the kernel (the relative-position table ``index`` is
+read inside the loop) and without padding ``v`` (the valid output range of each offset is computed instead). The
+work is split over ``(batch, slice, group element)`` so every generated k x k kernel plane stays in cache while it
+is reused by the ``C / s`` channels of its slice, and the backward pass writes ``grad_v`` and ``grad_kernel`` of one
+split without atomics. Memory: the output (forward) and the two gradients (backward), nothing else.
 
-Supports float32 and float64 CPU tensors (other dtypes and devices fall back to the ``shift`` backend).
-Compiled on first use per dtype (``cache=True`` keeps the machine code in ``__pycache__``).
+Runs on float32 and float64 CPU tensors, all of one dtype: that is what its declaration in :mod:`e4net.backends`
+says, and the dispatcher sends it nothing else (other tensors go to the ``shift`` fallback there). Compiled on first
+use per dtype (``cache=True`` keeps the machine code in ``__pycache__``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import torch
 from numba import njit, prange
 
 from .. import _memory
-
-_DTYPES = (torch.float32, torch.float64)
-
+from ._geometry import kernel_side, output_size
 
 # Implementation notes. Inner loops run over slices (views) with indices from ``range(0, n)``: an index like
 # ``i + off`` would make numba emit a negative-index wraparound branch that blocks SIMD vectorisation (7x slower).
@@ -36,15 +35,15 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 @njit(cache=True, fastmath=True)
-def _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx):  # pragma: no cover - compiled
-    """Rows ``u`` of ``kx``: the generated kernel plane ``perm[a, u]`` of (batch b, slice j, slot a) plus its bias,
+def _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx):  # pragma: no cover - compiled
+    """Rows ``u`` of ``kx``: the generated kernel plane ``index[a, u]`` of (batch b, slice j, slot a) plus its bias,
     laid out with row pitch ``rw`` (the transform by ``a`` is this choice of plane)."""
     kk = kx.shape[0]
     ns = kbias.shape[0]
     oplane = ho * wo
     for u in range(kk):
-        kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
-        kbu = kbias[j, perm[a, u]]
+        kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
+        kbu = kbias[j, index[a, u]]
         for y in range(ho):
             src = kf[kb + y * wo : kb + (y + 1) * wo]
             dst = kx[u, y * rw : y * rw + wo]
@@ -53,7 +52,7 @@ def _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx):  # pragma: no c
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compiled
+def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = out.shape[3], out.shape[4]
@@ -68,9 +67,9 @@ def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compile
         j = (t // na) % ns
         a = t % na
         vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
-        kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = perm[a, u])
+        kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = index[a, u])
         acc = np.empty(n, dtype=v.dtype)
-        _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx)
+        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             for y in range(h):
@@ -98,7 +97,7 @@ def _forward(v, ker, kbias, perm, k, stride, out):  # pragma: no cover - compile
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no cover - compiled
+def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = go.shape[3], go.shape[4]
@@ -118,7 +117,7 @@ def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no 
         gx = np.zeros(n, dtype=v.dtype)  # grad_out plane (wide rows: extra columns stay 0)
         kx = np.zeros((kk, n), dtype=v.dtype)
         gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
-        _load_kernels(kf, kbias, perm, b, j, a, na, ho, wo, rw, kx)
+        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
         for c in range(j, nc, ns):
             vb = ((b * nc + c) * na + a) * plane
             gb = ((b * nc + c) * na + a) * oplane
@@ -152,18 +151,14 @@ def _backward(v, ker, kbias, perm, k, stride, go, gv, gk, gbias):  # pragma: no 
             for y in range(h):
                 gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
         for u in range(kk):
-            kb = (((b * ns + j) * kk + perm[a, u]) * na + a) * oplane
+            kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
             for y in range(ho):
                 gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
-            gbias[t, perm[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
+            gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
 def _set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
-def _kernel_size(kernel: torch.Tensor) -> int:
-    return int(round(kernel.shape[2] ** 0.5))
 
 
 class NumbaAggregate(torch.autograd.Function):
@@ -175,21 +170,19 @@ class NumbaAggregate(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, perm: torch.Tensor, stride: int
+        ctx, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
     ) -> torch.Tensor:  # type: ignore[override]
-        from . import output_size
-
         v = v.detach().contiguous()
         kernel = kernel.detach().contiguous()
         kbias = kernel_bias.detach().contiguous()
-        perm_np = np.ascontiguousarray(perm.detach().cpu().numpy().astype(np.int64))
-        k = _kernel_size(kernel)
+        index_np = np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
+        k = kernel_side(kernel.shape[2])
         b, c, n, h, w = v.shape
         out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
         _set_threads()
-        _forward(v.numpy(), kernel.numpy(), kbias.numpy(), perm_np, k, stride, out.numpy())
+        _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_np, k, stride, out.numpy())
         ctx.save_for_backward(v, kernel, kbias)
-        ctx.perm_np = perm_np
+        ctx.index_np = index_np
         ctx.stride = stride
         return out
 
@@ -204,8 +197,8 @@ class NumbaAggregate(torch.autograd.Function):
         gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
         _set_threads()
         _backward(
-            v.numpy(), kernel.numpy(), kbias.numpy(), ctx.perm_np, _kernel_size(kernel), ctx.stride, go.numpy(),
-            gv.numpy(), gk.numpy(), gb.numpy(),
+            v.numpy(), kernel.numpy(), kbias.numpy(), ctx.index_np, kernel_side(kk), ctx.stride, go.numpy(), gv.numpy(),
+            gk.numpy(), gb.numpy(),
         )  # fmt: skip
         return (
             gv if ctx.needs_input_grad[0] else None,
@@ -219,17 +212,11 @@ class NumbaAggregate(torch.autograd.Function):
 def aggregate_numba(
     v: torch.Tensor,
     kernel: torch.Tensor,
-    perm: torch.Tensor,
+    index: torch.Tensor,
     stride: int = 1,
     kernel_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The fused CPU aggregation; other devices / dtypes (or mixed dtypes) go to the ``shift`` backend."""
-    dtype_ok = v.dtype in _DTYPES and kernel.dtype == v.dtype and (kernel_bias is None or kernel_bias.dtype == v.dtype)
-    if v.device.type != "cpu" or kernel.device.type != "cpu" or not dtype_ok:
-        from . import add_kernel_bias
-        from .shift import aggregate_shift
-
-        return aggregate_shift(v, add_kernel_bias(kernel, kernel_bias), perm, stride)
+    """The fused CPU aggregation (float32 / float64 CPU tensors of one dtype), the kernel bias fused when given."""
     if kernel_bias is None:
         kernel_bias = torch.zeros(kernel.shape[1], kernel.shape[2], dtype=v.dtype)
-    return NumbaAggregate.apply(v, kernel, kernel_bias.to(v.device), perm, stride)
+    return NumbaAggregate.apply(v, kernel, kernel_bias, index, stride)

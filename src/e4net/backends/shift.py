@@ -1,8 +1,8 @@
 """Memory-efficient E4 aggregation in plain PyTorch: shift-and-accumulate over the k^2 offsets, no unfold.
 
 Each offset reads a strided *view* of the zero-padded ``v`` and multiplies it with one plane of the transformed
-kernel, so the extra memory is one output-sized accumulator instead of the k^2-fold unfold. Works on any device
-and under autograd; it is the fallback of the fused backends.
+kernel, so the extra memory is one output-sized accumulator instead of the k^2-fold unfold. Works on any device and
+dtype and under autograd; it is the dispatcher's fallback (:mod:`e4net.backends.dispatch`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._geometry import kernel_side, output_size, transform_kernel
 
-def aggregate_shift(v: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    from . import output_size, transform_kernel
 
+def aggregate_shift(v: torch.Tensor, kernel: torch.Tensor, index: torch.Tensor, stride: int = 1) -> torch.Tensor:
     b, c, n, h, w = v.shape
     s, kk = kernel.shape[1], kernel.shape[2]
-    k = int(round(kk**0.5))
+    k = kernel_side(kk)
     p = k // 2
     ho, wo = output_size(h, k, stride), output_size(w, k, stride)
-    kt = transform_kernel(kernel, perm).unsqueeze(1)  # (B, 1, s, k*k, |A|, H', W')
+    kt = transform_kernel(kernel, index).unsqueeze(1)  # (B, 1, s, k*k, |A|, H', W')
     vp = F.pad(v, (p, p, p, p)).view(b, c // s, s, n, h + 2 * p, w + 2 * p)
     out = None
     for u in range(kk):

@@ -51,7 +51,9 @@ class E4Net(nn.Module):
         generator_norm: the norm in each E4 layer's kernel generator (``"instance"``, or ``"batch"``; see E4Conv).
         group: ``"p4"`` (the paper) or ``"p4m"``.
         in_channels: image channels.
-        backend: E4 aggregation backend.
+
+    The aggregation backend of the E4 layers is chosen afterwards, for the whole model:
+    :func:`e4net.nn.set_backend` (or :func:`e4net.backends.use_backend` around a block of code).
     """
 
     def __init__(
@@ -70,17 +72,14 @@ class E4Net(nn.Module):
         generator_norm: str = "instance",
         group: str = "p4",
         in_channels: int = 1,
-        backend: str = "auto",
     ):
         super().__init__()
         g = resolve(group)
         self.group = g
-        blocks: list[nn.Module] = [
-            conv_bn_act(LiftingConv(in_channels, fields, lift_kernel_size, g), fields, g, 0.0)
-        ]
+        blocks: list[nn.Module] = [conv_bn_act(LiftingConv(in_channels, fields, lift_kernel_size, g), fields, g, 0.0)]
         for i in range(1, layers + 1):
             e4 = E4Conv(
-                fields, fields, kernel_size, g, reduction=reduction, slices=slices, concat=concat, backend=backend,
+                fields, fields, kernel_size, g, reduction=reduction, slices=slices, concat=concat,
                 generator_norm=generator_norm,
             )  # fmt: skip
             blocks.append(conv_bn_act(e4, fields, g, dropout if i >= dropout_from else 0.0))

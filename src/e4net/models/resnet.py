@@ -91,12 +91,12 @@ class GroupBasicBlock(nn.Module):
         cin: int,
         cout: int,
         group: Group,
+        *,
         downsample: bool,
         e4: bool,
         reduction: int = 2,
         channels_per_slice: int = 2,
         e4_kernel_size: int = 3,
-        backend: str = "auto",
         shortcut_pool_first: bool = True,
     ):
         super().__init__()
@@ -109,7 +109,7 @@ class GroupBasicBlock(nn.Module):
                     f"E4 block: {cout} fields are not divisible into slices of {channels_per_slice} channels"
                 )
             slices = cout // channels_per_slice
-            self.conv2 = E4Conv(cout, cout, e4_kernel_size, group, reduction=reduction, slices=slices, backend=backend)
+            self.conv2 = E4Conv(cout, cout, e4_kernel_size, group, reduction=reduction, slices=slices)
         else:
             self.conv2 = GroupConv(cout, cout, 3, group)
         self.bn2 = GroupBatchNorm(cout, group)
@@ -135,9 +135,11 @@ class GroupResNet18(nn.Module):
         width: fields in stage 1 (default :func:`default_width`: 32 for p4, 22 for p4m), doubled per stage.
         e4: use E4 layers (k=``e4_kernel_size``, r=``reduction``, ``channels_per_slice`` channels per slice).
         in_channels: image channels.
-        backend: E4 aggregation backend.
         shortcut_pool_first: in downsampling shortcuts, average-pool before the 1x1 convolution (default; same map,
             cheaper) or after it.
+
+    The aggregation backend of the E4 layers is chosen afterwards, for the whole model:
+    :func:`e4net.nn.set_backend` (or :func:`e4net.backends.use_backend` around a block of code).
     """
 
     def __init__(
@@ -150,7 +152,6 @@ class GroupResNet18(nn.Module):
         channels_per_slice: int = 2,
         e4_kernel_size: int = 3,
         in_channels: int = 3,
-        backend: str = "auto",
         shortcut_pool_first: bool = True,
     ):
         super().__init__()
@@ -169,13 +170,12 @@ class GroupResNet18(nn.Module):
                         cin,
                         cout,
                         g,
-                        stage > 0 and i == 0,
-                        e4,
-                        reduction,
-                        channels_per_slice,
-                        e4_kernel_size,
-                        backend,
-                        shortcut_pool_first,
+                        downsample=stage > 0 and i == 0,
+                        e4=e4,
+                        reduction=reduction,
+                        channels_per_slice=channels_per_slice,
+                        e4_kernel_size=e4_kernel_size,
+                        shortcut_pool_first=shortcut_pool_first,
                     )
                 )
                 cin = cout

@@ -91,7 +91,8 @@ class E4Conv(GroupAggregation):
         slices: number s of kernels generated per pixel and group element; ``out_channels % s == 0``.
         stride: output grid subsampling; > 1 only on odd-sized maps (exactness, see ``check_exact_stride``).
         concat: where the concatenation along A is used: ``"both"`` (K and V), ``"kernel"``, ``"value"``, ``"none"``.
-        backend: aggregation backend name (:func:`e4net.backends.available_backends`), ``"auto"`` by default.
+        backend: aggregation backend name (:func:`e4net.backends.available_backends`), ``"auto"`` by default;
+            validated, also when set later (``layer.backend = ...``, or :func:`e4net.nn.set_backend` for a model).
         bias: add a learnable per-field output bias (shared over the group).
         generator_norm: the norm inside the kernel generator: ``"instance"`` (per example,
             :class:`~e4net.nn.GroupInstanceNorm`, the default) or ``"batch"`` (:class:`~e4net.nn.GroupBatchNorm`).
@@ -147,6 +148,15 @@ class E4Conv(GroupAggregation):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.register_buffer("perm", self.relative_index(), persistent=False)
         self.reset_parameters()
+
+    @property
+    def backend(self) -> str:
+        """The aggregation backend (:mod:`e4net.backends`); setting it validates the name."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._backend = check_backend(name)
 
     def reset_parameters(self) -> None:
         for m in (self.value, self.reduce, self.norm, self.span):
