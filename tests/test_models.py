@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import e4net
 from e4net import groups
-from e4net.models import create_model, list_models, model_spec
 from e4net.analysis.paper_table import format_table, model_table
+from e4net.models import create_model, list_models, model_spec
 from e4net.paper import ablations, rows_for_model
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
