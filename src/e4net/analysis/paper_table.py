@@ -347,5 +347,5 @@ def format_markdown(rows: Iterable[TableRow]) -> str:
     out += [fmt([c[h] for h in header]) for c in cells]
     legend = [*_LEGEND, "Paper test error: mean ± std over 5 random seeds; Table 4: CIFAR-10 / CIFAR-100."]
     out += [line for text in legend for line in ("", text)] + [""]
-    out += [f"- [{i + 1}] {e}" for i, e in enumerate(expl)]
+    out += [f"- [{i + 1}] {e}".replace("*", "\\*") for i, e in enumerate(expl)]
     return "\n".join(out)
