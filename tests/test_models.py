@@ -116,6 +116,21 @@ def test_bad_override_is_a_clear_error():
         create_model("nope")
 
 
+def test_backend_override_is_set_on_every_e4_layer():
+    """``create_model(name, backend=...)`` applies e4net.nn.set_backend to the built model (not a builder argument)."""
+    from e4net.nn import E4Conv
+
+    def backends(model: torch.nn.Module) -> set[str]:
+        return {m.backend for m in model.modules() if isinstance(m, E4Conv)}
+
+    assert backends(create_model("e4net")) == {"auto"}
+    assert backends(create_model("e4net", backend="reference")) == {"reference"}
+    assert backends(create_model("p4-e4r18", width=4, backend="reference")) == {"reference"}
+    assert backends(create_model("p4cnn", backend="reference")) == set()  # no E4 layer: unchanged
+    with pytest.raises(ValueError, match="unknown aggregation backend"):
+        create_model("e4net", backend="nope")
+
+
 def test_ablation_list_matches_tables_2_and_3():
     assert [a.label for a in ablations("table2")] == ["None", "only K", "only V", "K&V"]
     assert [a.label for a in ablations("table3")] == ["s=1", "s=2", "s=4", "r=1", "r=2", "r=4", "k=3", "k=5", "k=7"]
