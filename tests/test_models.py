@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 import e4net
 from e4net import groups
+from e4net.analysis.paper_table import format_table, model_table
 from e4net.models import create_model, list_models, model_spec
-from e4net.models.paper import ABLATIONS, ablations
-from e4net.models.table import format_table, model_table
+from e4net.paper import ablations, rows_for_model
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
@@ -116,10 +116,25 @@ def test_bad_override_is_a_clear_error():
         create_model("nope")
 
 
+def test_backend_override_is_set_on_every_e4_layer():
+    """``create_model(name, backend=...)`` applies e4net.nn.set_backend to the built model (not a builder argument)."""
+    from e4net.nn import E4Conv
+
+    def backends(model: torch.nn.Module) -> set[str]:
+        return {m.backend for m in model.modules() if isinstance(m, E4Conv)}
+
+    assert backends(create_model("e4net")) == {"auto"}
+    assert backends(create_model("e4net", backend="reference")) == {"reference"}
+    assert backends(create_model("p4-e4r18", width=4, backend="reference")) == {"reference"}
+    assert backends(create_model("p4cnn", backend="reference")) == set()  # no E4 layer: unchanged
+    with pytest.raises(ValueError, match="unknown aggregation backend"):
+        create_model("e4net", backend="nope")
+
+
 def test_ablation_list_matches_tables_2_and_3():
     assert [a.label for a in ablations("table2")] == ["None", "only K", "only V", "K&V"]
     assert [a.label for a in ablations("table3")] == ["s=1", "s=2", "s=4", "r=1", "r=2", "r=4", "k=3", "k=5", "k=7"]
-    assert all(a.paper is not None and a.paper.test_error is not None for a in ABLATIONS)
+    assert all(a is not None and a.test_error is not None for a in ablations())
     with pytest.raises(ValueError):
         ablations("table9")
 
@@ -137,7 +152,7 @@ def test_logits_invariant_for_every_registered_model(name):
 def _distinct_ablations() -> list:
     # The baseline rows (K&V, s=2, r=1, k=5) are all the default e4net, tested above: keep one config of each.
     seen, out = {"concat=both", "slices=2", "reduction=1", "kernel_size=5"}, []
-    for a in ABLATIONS:
+    for a in ablations():
         key = " ".join(f"{k}={v}" for k, v in a.overrides.items())
         if key not in seen:
             seen.add(key)
@@ -299,9 +314,9 @@ def test_table_filters_and_errors():
 
 def test_unexplained_deviation_is_flagged(monkeypatch):
     """A row more than 5% off without a recorded explanation says so (the table never hides a deviation)."""
-    from e4net.models import paper
+    from e4net.analysis import paper_table
 
-    monkeypatch.setattr(paper, "DEVIATIONS", {})
+    monkeypatch.setattr(paper_table, "DEVIATIONS", {})
     row = model_table(name="p4cnn")[0]
     assert row.off and row.note == "unexplained deviation"
 
@@ -407,7 +422,7 @@ def test_e4_resnet_rejects_odd_slicing():
 
 
 def test_table4_paper_rows_recorded():
-    row = model_spec("p4m-e4r18").paper
+    (row,) = rows_for_model("p4m-e4r18", {})
     assert (row.table, row.params, row.macs) == ("table4", 6.0e6, 3.87e9)
     assert (row.test_error, row.test_error_std, row.test_error_cifar100, row.test_error_cifar100_std) == (
         4.96,
@@ -415,7 +430,7 @@ def test_table4_paper_rows_recorded():
         22.18,
         0.46,
     )
-    assert all(model_spec(n).paper is not None for n in list_models() if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
+    assert all(rows_for_model(n, {}) for n in list_models() if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
 
 
 # ---- unpadded convolutions of P4CNN ----------------------------------------------------------------------------------
@@ -450,7 +465,7 @@ def test_valid_conv_check_catches_a_wrong_filter_bank(monkeypatch):
 
 
 def test_table1_paper_rows_recorded():
-    rows = {n: model_spec(n).paper for n in ("p4cnn", "e4net", "e4net-large")}
+    rows = {n: rows_for_model(n, {})[0] for n in ("p4cnn", "e4net", "e4net-large")}
     assert [(r.params, r.macs, r.test_error, r.test_error_std) for r in rows.values()] == [
         (77.54e3, 46.2e6, 1.79, 0.043),
         (18.8e3, 17e6, 1.29, 0.023),
@@ -460,9 +475,10 @@ def test_table1_paper_rows_recorded():
 
 def test_flag_logic_on_constructed_rows():
     """'~' only when the full MAC count alone is off and the model has an E4 aggregation; else '!'."""
-    from e4net.models import PaperRow, TableRow
+    from e4net.analysis.paper_table import TableRow
+    from e4net.paper import PaperRow
 
-    paper = PaperRow("table1", "E4-Net", 1000, 1_000_000)
+    paper = PaperRow("table1", "E4-Net", "e4net", 1000, 1_000_000)
     conv = TableRow("x", "x", "p4", "mnist-rot", 1000, 1_080_000, 990_000, 0, paper)
     assert conv.convention_only and not conv.off and conv.note.startswith("MAC convention only")
     no_agg = TableRow("x", "x", "p4", "mnist-rot", 1000, 1_080_000, 1_080_000, 0, paper)

@@ -32,7 +32,8 @@ class PaperRow:
 
     ``dataset`` is the data set of the first error column (``"mnist-rot"`` or ``"cifar10"``); Table 4's second
     column (CIFAR-100) is ``test_error_cifar100``. ``model`` and ``overrides`` name the registered model that the
-    row describes: ``e4net.create_model(row.model, **row.overrides)``.
+    row describes: ``e4net.create_model(row.model, **row.overrides)``. ``ref`` is the reference the paper prints
+    beside a baseline's label (Table 1: ``"[24]"`` for p4-SA).
     """
 
     table: str
@@ -46,6 +47,7 @@ class PaperRow:
     test_error_cifar100_std: float | None = None
     dataset: str = "mnist-rot"
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    ref: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
@@ -78,9 +80,9 @@ TABLES: Mapping[str, str] = MappingProxyType(
 # ---- Table 1: rotated MNIST (Sec. 5.1) ----------------------------------------------------------------------------
 _E4NET = PaperRow("table1", "E4-Net", "e4net", 18.8e3, 17e6, 1.29, 0.023)
 _TABLE1 = (
-    PaperRow("table1", "p4-SA", "p4-sa", 44.67e3, 400e6, 2.54, 0.052),
-    PaperRow("table1", "p4-CNN", "p4cnn", 77.54e3, 46.2e6, 1.79, 0.043),
-    PaperRow("table1", "α-p4-CNN", "alpha-p4cnn", 73.13e3, 27.0e6, 1.69, 0.021),
+    PaperRow("table1", "p4-SA", "p4-sa", 44.67e3, 400e6, 2.54, 0.052, ref="[24]"),
+    PaperRow("table1", "p4-CNN", "p4cnn", 77.54e3, 46.2e6, 1.79, 0.043, ref="[5]"),
+    PaperRow("table1", "α-p4-CNN", "alpha-p4cnn", 73.13e3, 27.0e6, 1.69, 0.021, ref="[23]"),
     _E4NET,
     PaperRow("table1", "E4-Net (large)", "e4net-large", 41.1e3, 36.9e6, 1.17, 0.019),
 )

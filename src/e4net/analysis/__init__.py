@@ -1,6 +1,19 @@
-"""Analysis tools: parameter / MAC accounting and equivariance measurements."""
+"""Analysis tools: parameter / MAC accounting, equivariance measurements, and the comparison of the models'
+live counts with the paper's Tables 1-4 (:mod:`.paper_table`, ``e4net models``)."""
 
 from .count import Count, count
 from .equivariance import act, equivariance_error, max_equivariance_error, randomize_
+from .paper_table import TableRow, format_markdown, format_table, model_table
 
-__all__ = ["Count", "count", "act", "equivariance_error", "max_equivariance_error", "randomize_"]
+__all__ = [
+    "Count",
+    "count",
+    "act",
+    "equivariance_error",
+    "max_equivariance_error",
+    "randomize_",
+    "TableRow",
+    "model_table",
+    "format_table",
+    "format_markdown",
+]

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..models.registry import INPUT_SHAPES
+from ..models import INPUT_SHAPES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,13 +28,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--name", default=None, help="only this registered model (for e4net: with its ablations)")
     p.add_argument("--no-ablations", action="store_true", help="leave out the Table 2/3 ablation rows of e4net")
-    p.add_argument("--json", action="store_true", help="print one JSON object per row instead of the table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object per row instead of the table")
+    out.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the table as markdown, with the paper's test errors (the table of docs/models.md)",
+    )
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.table import format_table, model_table
+    from ..analysis.paper_table import format_markdown, format_table, model_table
 
     rows = model_table(
         dataset=args.dataset, name=args.name, include_ablations=not args.no_ablations, progress=sys.stderr.isatty()
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for r in rows:
             print(json.dumps(r.as_dict()))
+    elif args.markdown:
+        print(format_markdown(rows))
     else:
         print(format_table(rows))
     return 0

@@ -1,26 +1,17 @@
 """The paper's models (Tables 1-4) behind a registry: :func:`create_model`, :func:`list_models`.
 
-* :mod:`.mnist` -- E4-Net, E4-Net (large), P4CNN (Table 1); :mod:`.resnet` -- the ResNet-18 family (Table 4).
-* :mod:`.paper` -- the Table 2 / 3 ablations as overrides of ``e4net`` (:data:`ABLATIONS`) and known deviations.
-* :mod:`.table` -- :func:`model_table` / :func:`format_table`: live params / MACs against the paper (``e4net models``).
+* :mod:`.registry` -- :func:`register_model`, :func:`create_model`, :func:`model_spec`: builders and input specs.
+* :mod:`.attention` -- the attention baselines p4-SA and alpha-p4-CNN (Table 1); :mod:`.mnist` -- E4-Net,
+  E4-Net (large), P4CNN (Table 1; the Table 2 / 3 ablations are overrides of ``e4net``); :mod:`.resnet` -- the
+  ResNet-18 family (Table 4). Importing this package imports them, and they register their models.
+
+The paper's numbers for each model are in :mod:`e4net.paper`; the comparison of live counts with them is
+:mod:`e4net.analysis.paper_table` (``e4net models``).
 """
 
-from .paper import ABLATIONS, Ablation, ablations
-from .registry import INPUT_SHAPES, ModelSpec, PaperRow, create_model, list_models, model_spec, register_model
-from .table import TableRow, format_table, model_table
+from .registry import INPUT_SHAPES, ModelSpec, create_model, list_models, model_spec, register_model
 
-__all__ = [
-    "create_model",
-    "list_models",
-    "model_spec",
-    "register_model",
-    "ModelSpec",
-    "PaperRow",
-    "INPUT_SHAPES",
-    "Ablation",
-    "ABLATIONS",
-    "ablations",
-    "TableRow",
-    "model_table",
-    "format_table",
-]
+# The model families register themselves on import (this order is the order of list_models()).
+from . import attention, mnist, resnet  # noqa: E402, F401  # isort: skip
+
+__all__ = ["create_model", "list_models", "model_spec", "register_model", "ModelSpec", "INPUT_SHAPES"]

@@ -11,7 +11,7 @@ from torch import nn
 from ..groups import Group, resolve
 from ..nn import GroupBatchNorm, SlotwiseLinear, SpatialMaxPool2d
 from ..nn.attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
-from .registry import PaperRow, register_model
+from .registry import register_model
 
 __all__ = ["P4SANet", "AlphaP4CNN", "CenterCrop"]
 
@@ -167,7 +167,6 @@ class AlphaP4CNN(nn.Module):
     dataset="mnist-rot",
     group="p4",
     description="GSA-Net (Romero & Cordonnier 2021): local group self-attention, 5 blocks, 20 fields, 9 heads",
-    paper=PaperRow(table="table1", label="p4-SA", params=44670, macs=400e6, test_error=2.54, test_error_std=0.052),
 )
 def p4_sa(num_classes: int = 10, **kwargs) -> nn.Module:
     return P4SANet(num_classes=num_classes, **kwargs)
@@ -178,7 +177,6 @@ def p4_sa(num_classes: int = 10, **kwargs) -> nn.Module:
     dataset="mnist-rot",
     group="p4",
     description="alpha-p4-CNN (Romero et al. 2020): P4CNN with channel and spatial attention in every group conv",
-    paper=PaperRow(table="table1", label="α-p4-CNN", params=73130, macs=27.0e6, test_error=1.69, test_error_std=0.021),
 )
 def alpha_p4cnn(num_classes: int = 10, **kwargs) -> nn.Module:
     return AlphaP4CNN(num_classes=num_classes, **kwargs)

@@ -31,7 +31,7 @@ from torch import nn
 from ..groups import resolve
 from ..nn import E4Conv, GlobalMaxPool, GroupMaxPool, LiftingConv, SpatialMaxPool2d
 from ._layers import ValidGroupConv, ValidLiftingConv, conv_bn_act
-from .registry import PaperRow, register_model
+from .registry import register_model
 
 __all__ = ["E4Net", "P4CNN"]
 
@@ -128,13 +128,12 @@ class P4CNN(nn.Module):
         return self.global_pool(self.group_pool(self.features(x)))
 
 
-# ---- registrations (paper numbers: Table 1) --------------------------------------------------------------------
+# ---- registrations (Table 1; the paper's numbers: e4net.paper) ---------------------------------------------------
 @register_model(
     "e4net",
     dataset="mnist-rot",
     group="p4",
     description="E4-Net (Sec. 5.1): p4 lifting + 6 E4 layers (16 fields, k=5, r=1, s=2), max pooling, linear",
-    paper=PaperRow("table1", "E4-Net", 18.8e3, 17e6, 1.29, 0.023),
 )
 def e4net(num_classes: int = 10, **kwargs) -> E4Net:
     return E4Net(num_classes=num_classes, **kwargs)
@@ -145,7 +144,6 @@ def e4net(num_classes: int = 10, **kwargs) -> E4Net:
     dataset="mnist-rot",
     group="p4",
     description="large E4-Net (Table 1): 24 fields, r=2, s=12",
-    paper=PaperRow("table1", "E4-Net (large)", 41.1e3, 36.9e6, 1.17, 0.019),
     fields=24,
     reduction=2,
     slices=12,
@@ -159,7 +157,6 @@ def e4net_large(num_classes: int = 10, **kwargs) -> E4Net:
     dataset="mnist-rot",
     group="p4",
     description="P4CNN of Cohen & Welling [5]: 7 unpadded p4 convolutions (3x3, last 4x4), max pooling after layer 2",
-    paper=PaperRow("table1", "p4-CNN", 77.54e3, 46.2e6, 1.79, 0.043),
 )
 def p4cnn(num_classes: int = 10, **kwargs) -> P4CNN:
     return P4CNN(num_classes=num_classes, **kwargs)

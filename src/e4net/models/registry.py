@@ -1,7 +1,12 @@
-"""The model registry: ``create_model(name)``, ``list_models()``, and each model's row of the paper's tables.
+"""The model registry: ``create_model(name)``, ``list_models()``, ``model_spec(name)``.
 
 A model is registered with :func:`register_model` on a builder ``builder(num_classes=10, **overrides) -> nn.Module``
-together with its data set (which fixes its input size), its group and the paper's numbers.
+together with its data set (which fixes its input size), its group, a description and default overrides. The
+paper's reported numbers for a model are not here: they live in :mod:`e4net.paper`, joined to a model by its name
+(``PaperRow.model``).
+
+The model-family modules (:mod:`.mnist`, :mod:`.resnet`, :mod:`.attention`) import this module and register their
+models when :mod:`e4net.models` imports them; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,11 @@ from typing import Any
 
 from torch import nn
 
+from ..nn import set_backend
+
+__all__ = ["INPUT_SHAPES", "ModelSpec", "register_model", "list_models", "model_spec", "create_model"]
+
+#: Input shape ``(channels, height, width)`` of one example of each data set.
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist-rot": (1, 28, 28),
     "digits": (1, 28, 28),
@@ -21,31 +31,19 @@ INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 
 
 @dataclass(frozen=True)
-class PaperRow:
-    """A row of the paper's tables: ``params`` and ``macs`` as reported, test error in percent if reported."""
-
-    table: str
-    label: str
-    params: float
-    macs: float
-    test_error: float | None = None
-    test_error_std: float | None = None
-    test_error_cifar100: float | None = None
-    test_error_cifar100_std: float | None = None
-
-
-@dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: its builder, data set (hence input shape), group, description and default overrides."""
+
     name: str
     builder: Callable[..., nn.Module]
     dataset: str
     group: str | None
     description: str
-    paper: PaperRow | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one input of the model's data set."""
         return INPUT_SHAPES[self.dataset]
 
 
@@ -53,13 +51,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str,
-    *,
-    dataset: str,
-    group: str | None,
-    description: str,
-    paper: PaperRow | None = None,
-    **defaults: Any,
+    name: str, *, dataset: str, group: str | None, description: str, **defaults: Any
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``builder`` under ``name`` (``defaults`` are keyword arguments passed to it)."""
     if dataset not in INPUT_SHAPES:
@@ -68,20 +60,19 @@ def register_model(
     def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, builder, dataset, group, description, paper, dict(defaults))
+        _REGISTRY[name] = ModelSpec(name, builder, dataset, group, description, dict(defaults))
         return builder
 
     return deco
 
 
 def list_models() -> list[str]:
-    """Names of all registered models."""
-    _load_all()
+    """Names of all registered models, in registration order."""
     return list(_REGISTRY)
 
 
 def model_spec(name: str) -> ModelSpec:
-    _load_all()
+    """The :class:`ModelSpec` registered as ``name`` (ValueError listing the registered names otherwise)."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -89,15 +80,16 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs; ``overrides`` replace its defaults."""
+    """Build the registered model ``name`` with ``num_classes`` outputs; ``overrides`` replace its defaults.
+
+    ``backend=NAME`` is not passed to the builder: it is applied to the built model with
+    :func:`e4net.nn.set_backend` (the E4 aggregation backend of every E4 layer; ValueError for an unknown name).
+    """
     spec = model_spec(name)
+    backend = overrides.pop("backend", None)
     kwargs = {**spec.defaults, **overrides}
     try:
-        return spec.builder(num_classes=num_classes, **kwargs)
+        model = spec.builder(num_classes=num_classes, **kwargs)
     except TypeError as exc:
         raise ValueError(f"model {name!r}: bad override ({exc})") from None
-
-
-def _load_all() -> None:
-    # Importing the model-family modules registers their models.
-    from . import _families  # noqa: F401
+    return model if backend is None else set_backend(model, backend)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..groups import Group, resolve
 from ..nn import E4Conv, GlobalAvgPool, GroupBatchNorm, GroupConv, LiftingConv, SpatialAvgPool2d
-from .registry import PaperRow, register_model
+from .registry import register_model
 
 __all__ = ["ResNet18", "GroupResNet18", "BasicBlock", "GroupBasicBlock", "default_width"]
 
@@ -187,17 +187,12 @@ class GroupResNet18(nn.Module):
         return self.classifier(self.pool(self.layers(self.stem(x))))
 
 
-# ---- registrations (paper numbers: Table 4, CIFAR10 / CIFAR100 test error) -------------------------------------------
-def _t4(label: str, params: float, macs: float, c10: tuple[float, float], c100: tuple[float, float]) -> PaperRow:
-    return PaperRow("table4", label, params, macs, c10[0], c10[1], c100[0], c100[1])
-
-
+# ---- registrations (Table 4; the paper's numbers: e4net.paper) ---------------------------------------------------
 @register_model(
     "r18",
     dataset="cifar10",
     group=None,
     description="ResNet-18 for 32x32 inputs (not equivariant; the Table 4 baseline)",
-    paper=_t4("R18", 11e6, 0.56e9, (9.7, 0.43), (34.0, 0.76)),
 )
 def r18(num_classes: int = 10, **kwargs) -> ResNet18:
     return ResNet18(num_classes=num_classes, **kwargs)
@@ -208,7 +203,6 @@ def r18(num_classes: int = 10, **kwargs) -> ResNet18:
     dataset="cifar10",
     group="p4",
     description="p4-ResNet-18: every convolution a p4 convolution, 32 fields in stage 1",
-    paper=_t4("p4-R18", 11e6, 2.99e9, (7.53, 0.21), (27.96, 0.56)),
 )
 def p4_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     return GroupResNet18(num_classes=num_classes, group="p4", **kwargs)
@@ -219,7 +213,6 @@ def p4_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     dataset="cifar10",
     group="p4m",
     description="p4m-ResNet-18: every convolution a p4m convolution, 22 fields in stage 1",
-    paper=_t4("p4m-R18", 10.8e6, 5.63e9, (5.83, 0.17), (24.95, 0.42)),
 )
 def p4m_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     return GroupResNet18(num_classes=num_classes, group="p4m", **kwargs)
@@ -230,7 +223,6 @@ def p4m_r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     dataset="cifar10",
     group="p4",
     description="p4-E4R18: p4-R18 with the second convolution of every block an E4 layer (k=3, r=2, 2 ch/slice)",
-    paper=_t4("p4-E4R18", 5.8e6, 1.85e9, (6.42, 0.14), (26.59, 0.36)),
 )
 def p4_e4r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     return GroupResNet18(num_classes=num_classes, group="p4", e4=True, **kwargs)
@@ -241,7 +233,6 @@ def p4_e4r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     dataset="cifar10",
     group="p4m",
     description="p4m-E4R18: p4m-R18 with the second convolution of every block an E4 layer (k=3, r=2, 2 ch/slice)",
-    paper=_t4("p4m-E4R18", 6.0e6, 3.87e9, (4.96, 0.16), (22.18, 0.46)),
 )
 def p4m_e4r18(num_classes: int = 10, **kwargs) -> GroupResNet18:
     return GroupResNet18(num_classes=num_classes, group="p4m", e4=True, **kwargs)

@@ -1,29 +1,39 @@
 """The grids of runs behind the paper's tables and Fig. 2, with the paper's numbers beside each row.
 
 Each :class:`Run` is one configuration (model, data set, model hyper-parameters, training-set size); ``e4net
-reproduce`` trains it once per seed. The paper's numbers come from the model registry (each model's
-:class:`~e4net.models.PaperRow`) and, for Tables 2 and 3, from :data:`e4net.models.paper.ABLATIONS` (the one
-source of the ablation configurations); models not registered (yet) fall back on the values quoted below from the
-paper's text. Configurations that coincide (the E4-Net baseline is a row of Tables 1, 2 and 3: ``concat=both``,
-``s=2``, ``r=1``, ``k=5`` are its defaults) share their runs. Fig. 2's numbers are in an appendix that is not part
-of the paper's text; only its 5k-per-class end (= Table 4, the full training set) is quoted.
+reproduce`` trains it once per seed. The rows, and the paper's numbers beside them (:class:`PaperValue`), are the
+rows of :mod:`e4net.paper`: Table 1 and Table 4 are registered models, Tables 2 and 3 are overrides of ``e4net``
+(:func:`e4net.paper.ablations`). Configurations that coincide (the E4-Net baseline is a row of Tables 1, 2 and 3:
+``concat=both``, ``s=2``, ``r=1``, ``k=5`` are its defaults) share their runs. Fig. 2's numbers are in an appendix
+that is not part of the paper's text; only its 5k-per-class end (= Table 4, the full training set) is quoted.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..models import create_model, list_models, model_spec
+from ..paper import PaperRow, ablations, rows
 
 
 @dataclass(frozen=True)
 class PaperValue:
-    """The paper's reported numbers for a row (params and MACs as counts; the paper's "FLOPs" are MACs)."""
+    """The paper's reported numbers for a row on one data set (params and MACs as counts; its "FLOPs" are MACs)."""
 
     test_error: float | None
     std: float | None
     params: float | None
     macs: float | None
+
+    @classmethod
+    def of(cls, row: PaperRow, dataset: str | None = None) -> PaperValue:
+        """The numbers of ``row`` with its test error on ``dataset`` (the row's own data set by default; Table 4
+        also has ``"cifar100"``)."""
+        err, std = row.error(dataset)
+        return cls(err, std, row.params, row.macs)
 
 
 @dataclass(frozen=True)
@@ -47,36 +57,14 @@ class Run:
         return hash(self.run_id)
 
 
-# Quoted from the paper's text, used only for models that are not registered.
-_TABLE1 = [  # label, model, error, std, params, FLOPs
-    ("p4-SA [24]", "p4-sa", 2.54, 0.052, 44.67e3, 400e6),
-    ("p4-CNN [5]", "p4cnn", 1.79, 0.043, 77.54e3, 46.2e6),
-    ("α-p4-CNN [23]", "alpha-p4cnn", 1.69, 0.021, 73.13e3, 27.0e6),
-    ("E4-Net", "e4net", 1.29, 0.023, 18.8e3, 17e6),
-    ("E4-Net (Large)", "e4net-large", 1.17, 0.019, 41.1e3, 36.9e6),
-]
-_TABLE4 = [  # label, model, CIFAR-10 (error, std), CIFAR-100 (error, std), params, FLOPs
-    ("R18", "r18", (9.7, 0.43), (34.0, 0.76), 11e6, 0.56e9),
-    ("p4-R18", "p4-r18", (7.53, 0.21), (27.96, 0.56), 11e6, 2.99e9),
-    ("p4-E4R18", "p4-e4r18", (6.42, 0.14), (26.59, 0.36), 5.8e6, 1.85e9),
-    ("p4m-R18", "p4m-r18", (5.83, 0.17), (24.95, 0.42), 10.8e6, 5.63e9),
-    ("p4m-E4R18", "p4m-e4r18", (4.96, 0.16), (22.18, 0.46), 6.0e6, 3.87e9),
-]
+#: Training images per class of the Fig. 2 grid (Sec. 5.2, "Data Efficiency"); 5k is the full set of Table 4.
 FIG2_SIZES = (1000, 2000, 3000, 4000, 5000)
 
 
-def _registered_row(model: str):
-    from ..models import list_models, model_spec
-
-    return model_spec(model).paper if model in list_models() else None
-
-
-def _canonical_args(model: str, args: dict[str, Any]) -> dict[str, Any]:
+def _canonical_args(model: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """Drop overrides equal to the model's defaults, so that equal configurations share their runs."""
     if not args:
         return {}
-    from ..models import create_model, list_models, model_spec
-
     if model not in list_models():
         return dict(args)
     spec = model_spec(model)
@@ -90,57 +78,32 @@ def _canonical_args(model: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def table1() -> list[Run]:
-    runs = []
-    for label, model, err, std, params, macs in _TABLE1:
-        row = _registered_row(model)
-        paper = (
-            PaperValue(row.test_error, row.test_error_std, row.params, row.macs)
-            if row is not None
-            else PaperValue(err, std, params, macs)
-        )
-        runs.append(Run(label, model, "mnist-rot", paper=paper))
-    return runs
+    """Table 1: the rot-MNIST models, labelled as the paper prints them (with the reference of a baseline)."""
+    return [Run(f"{r.label} {r.ref}".strip(), r.model, "mnist-rot", paper=PaperValue.of(r)) for r in rows("table1")]
 
 
 def ablation_table(table: str) -> list[Run]:
-    from ..models.paper import ablations
-
+    """Table 2 or 3: the ablations of ``e4net`` (overrides equal to its defaults dropped, so equal runs are shared)."""
     return [
-        Run(
-            a.label,
-            a.model,
-            "mnist-rot",
-            _canonical_args(a.model, a.overrides),
-            paper=None
-            if a.paper is None
-            else PaperValue(a.paper.test_error, a.paper.test_error_std, a.paper.params, a.paper.macs),
-        )
+        Run(a.label, a.model, "mnist-rot", _canonical_args(a.model, a.overrides), paper=PaperValue.of(a))
         for a in ablations(table)
     ]
 
 
-def _table4_paper(label, model, c10, c100, params, macs) -> tuple[PaperValue, PaperValue]:
-    row = _registered_row(model)
-    if row is not None:
-        return (
-            PaperValue(row.test_error, row.test_error_std, row.params, row.macs),
-            PaperValue(row.test_error_cifar100, row.test_error_cifar100_std, row.params, row.macs),
-        )
-    return PaperValue(*c10, params, macs), PaperValue(*c100, params, macs)
-
-
 def table4() -> list[Run]:
-    rows = [(r[0], r[1], *_table4_paper(*r)) for r in _TABLE4]
-    return [Run(label, model, "cifar10", paper=p10) for label, model, p10, _ in rows] + [
-        Run(label, model, "cifar100", paper=p100) for label, model, _, p100 in rows
+    """Table 4: the ResNet-18 family on CIFAR-10, then on CIFAR-100."""
+    return [
+        Run(r.label, r.model, dataset, paper=PaperValue.of(r, dataset))
+        for dataset in ("cifar10", "cifar100")
+        for r in rows("table4")
     ]
 
 
 def fig2() -> list[Run]:
-    rows = [(r[0], r[1], _table4_paper(*r)[0]) for r in _TABLE4]
+    """Fig. 2: the Table 4 models on CIFAR-10 per training-set size (the paper's value only at the full 5k)."""
     return [
-        Run(label, model, "cifar10", train_per_class=n, paper=p10 if n == 5000 else None)
-        for label, model, p10 in rows
+        Run(r.label, r.model, "cifar10", train_per_class=n, paper=PaperValue.of(r, "cifar10") if n == 5000 else None)
+        for r in rows("table4")
         for n in FIG2_SIZES
     ]
 
@@ -152,6 +115,7 @@ GRIDS: dict[str, list[Run]] = {}
 
 
 def grid(target: str) -> list[Run]:
+    """The runs behind ``target`` (``"table1"`` .. ``"table4"``, ``"fig2"``), in the order of the paper's rows."""
     if target in GRIDS:
         return GRIDS[target]
     return BUILDERS[target]()

@@ -1,7 +1,8 @@
 """Parameters and MACs of every registered model (and the Table 2 / 3 ablations) against the paper's tables.
 
 Everything is computed live with :func:`e4net.count` on a model built by :func:`e4net.create_model`, at the input
-size of the model's data set. Two MAC conventions are shown:
+size of the model's data set, and compared with the paper's row of that configuration (:mod:`e4net.paper`, joined by
+model name and overrides). Two MAC conventions are shown:
 
 * ``macs``: :func:`e4net.count`, all convolution / linear work *including* the E4 aggregation (``k^2 C |A| hw``).
 * ``macs_paper_style``: how the paper's MAC counts behave (derived in docs/models.md): the E4 aggregation is left
@@ -9,20 +10,90 @@ size of the model's data set. Two MAC conventions are shown:
   ptflops-style counters count them). This reproduces all nine Table 3 rows and Table 2 to within 1%.
 
 A row is flagged ``!`` when its parameters, or its MACs under *both* conventions, differ from the paper by more
-than 5% (with the recorded explanation), and ``~`` when only the full count differs (the aggregation).
+than 5% (with the explanation recorded in :data:`DEVIATIONS`), and ``~`` when only the full count differs (the
+aggregation). The tolerance, the convention and the explanations are our analysis of the rows, not the paper's
+numbers, hence here and not in :mod:`e4net.paper`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..analysis import count
-from .paper import CONVENTION_NOTE, NORM_OPS, TOLERANCE, ablations, deviation
-from .registry import INPUT_SHAPES, PaperRow, create_model, list_models, model_spec
+from ..models import INPUT_SHAPES, create_model, list_models, model_spec
+from ..paper import PaperRow, ablations, rows_for_model
+from .count import count
 
-__all__ = ["TableRow", "model_table", "format_table", "count_model"]
+__all__ = [
+    "TableRow",
+    "model_table",
+    "format_table",
+    "format_markdown",
+    "count_model",
+    "paper_row",
+    "DEVIATIONS",
+    "deviation",
+    "TOLERANCE",
+    "NORM_OPS",
+    "CONVENTION_NOTE",
+]
+
+#: Relative difference above which a row is flagged.
+TOLERANCE = 0.05
+
+#: Operations per batch-normalised value in the paper-style MAC count (affine BN: 2, the ReLU after it: 1).
+NORM_OPS = 3
+
+CONVENTION_NOTE = (
+    "MAC convention only: e4net.count includes the E4 aggregation (k^2 C |A| hw per layer, Eq. 12), the paper's "
+    "counts leave it out (Table 3's k-slope is W2's MACs alone) and count ~3 ops per batch-normalised value; "
+    "the paper-style column is within 5%"
+)
+
+#: Why a row is more than 5% off (params, or MACs under both conventions), keyed by the paper row's
+#: ``(table, label)``; derivations in docs/models.md.
+DEVIATIONS: dict[tuple[str, str], str] = {
+    ("table1", "E4-Net (large)"): (
+        "with 24 fields, r=2, k=5 the counts are 22.1K + 1.95K*s params and 21.0M + 1.59M*s paper-style MACs: "
+        "both paper numbers point to s~10 (not a divisor of 24); s=12 as specified gives 45.5K / 40.0M (the E4 "
+        "layers of Sec. 4.2's formula alone are 42.3K)"
+    ),
+    ("table1", "p4-CNN"): (
+        "77.54K params is exactly P4CNN with 19 fields (+BN); 46.2M MACs is exactly the same net with 20 fields "
+        "(85.2K params): the two numbers come from different widths; we keep 19 (fields=20 gives the MACs)"
+    ),
+    ("table2", "None"): (
+        "removing the concatenation saves what the paper's numbers say (3/4 of V and W1: 9.2K params, 8.1M MACs); "
+        "the rest is the norm inside K: ours is per field (exactly equivariant for any weights), the paper's "
+        "parameter counts imply one per group slot (+96 params per layer, 576 in all: 9,734, -1.7%)"
+    ),
+    ("table4", "p4-E4R18"): (
+        "not reachable with the E4 layer of Eq. 12: after p4-R18's other layers, 1.85G / 5.8M leave 0.07G / 1.07M "
+        "for the 8 E4 layers, but their encoders V alone need 0.13G and V+W1+W2 need 1.44M; p4m-E4R18, built "
+        "the same way, is within 6% of its row (2% with shortcut_pool_first=False)"
+    ),
+    ("table4", "p4m-E4R18"): (
+        "our downsampling shortcuts average-pool before the 1x1 convolution (the same linear map at 1/4 of the "
+        "MACs); convolving at full resolution first (shortcut_pool_first=False), like the 3x3 convs, gives 3.79G (-2.0%)"
+    ),
+}
+
+#: The fields of a paper row in ``TableRow.as_dict()`` (``e4net models --json``).
+_PAPER_FIELDS = (
+    "table", "label", "params", "macs", "test_error", "test_error_std", "test_error_cifar100", "test_error_cifar100_std",
+)  # fmt: skip
+
+
+def deviation(table: str, label: str) -> str | None:
+    """The recorded explanation for a paper row that is off by more than 5%, if any."""
+    return DEVIATIONS.get((table, label))
+
+
+def paper_row(model: str, overrides: dict[str, Any] | None = None) -> PaperRow | None:
+    """The paper's row of ``create_model(model, **overrides)`` (the first if several), None if the paper has none."""
+    found = rows_for_model(model, overrides or {})
+    return found[0] if found else None
 
 
 @dataclass
@@ -104,7 +175,7 @@ class TableRow:
             "macs_no_agg": self.macs_no_agg,
             "norm_values": self.norm_values,
             "macs_paper_style": self.macs_paper_style,
-            "paper": None if self.paper is None else asdict(self.paper),
+            "paper": None if self.paper is None else {k: getattr(self.paper, k) for k in _PAPER_FIELDS},
             "params_diff": self.params_diff,
             "macs_diff": self.macs_diff,
             "macs_paper_style_diff": self.macs_paper_style_diff,
@@ -157,9 +228,9 @@ def model_table(
         model_spec(name)  # raises with the list of names
         names = [name]
     names = [n for n in names if dataset is None or model_spec(n).dataset == dataset]
-    configs: list[tuple[str, str, dict[str, Any], PaperRow | None]] = [(n, n, {}, model_spec(n).paper) for n in names]
+    configs: list[tuple[str, str, dict[str, Any], PaperRow | None]] = [(n, n, {}, paper_row(n)) for n in names]
     if include_ablations:
-        configs += [(a.name, a.model, dict(a.overrides), a.paper) for a in ablations() if a.model in names]
+        configs += [(a.name, a.model, dict(a.overrides), a) for a in ablations() if a.model in names]
     memo: dict[tuple[str, tuple], tuple[int, int, int, int]] = {}
     rows = []
     from tqdm import tqdm
@@ -188,11 +259,23 @@ def _pct(d: float | None) -> str:
     return "" if d is None else f"{100 * d:+.1f}%"
 
 
-def format_table(rows: Iterable[TableRow], notes: bool = True) -> str:
-    """A plain-text table; flagged rows (``!`` deviation, ``~`` MAC convention) get a numbered note below."""
-    header = ["model", "table", "group", "params", "MACs", "MACs paper-style", "paper params", "paper MACs"]
-    header += ["d params", "d MACs", "d paper-style", ""]
-    lines, expl = [], []
+def _error(err: float | None, std: float | None) -> str:
+    if err is None:
+        return "-"
+    return f"{err:g} ± {std:g}" if std is not None else f"{err:g}"
+
+
+def _paper_error(p: PaperRow | None) -> str:
+    """The paper's test error with its ± (Table 4: CIFAR-10 / CIFAR-100)."""
+    if p is None:
+        return "-"
+    text = _error(*p.error())
+    return f"{text} / {_error(*p.error('cifar100'))}" if p.table == "table4" else text
+
+
+def _cells(rows: Iterable[TableRow]) -> tuple[list[dict[str, str]], list[str]]:
+    """Per row its formatted cells by column, and the notes in order of first use (a row's flag points to one)."""
+    out, expl = [], []
     for r in rows:
         p = r.paper
         flag = ""
@@ -200,22 +283,39 @@ def format_table(rows: Iterable[TableRow], notes: bool = True) -> str:
             if r.note not in expl:
                 expl.append(r.note)
             flag = f"{'!' if r.off else '~'} [{expl.index(r.note) + 1}]"
-        lines.append(
-            [
-                r.name,
-                f"{p.table} {p.label}" if p else "-",
-                r.group or "-",
-                f"{r.params:,}",
-                _human(r.macs),
-                _human(r.macs_paper_style),
-                _human(p.params) if p else "-",
-                _human(p.macs) if p else "-",
-                _pct(r.params_diff),
-                _pct(r.macs_diff),
-                _pct(r.macs_paper_style_diff),
-                flag,
-            ]
+        out.append(
+            {
+                "model": r.name,
+                "table": f"{p.table} {p.label}" if p else "-",
+                "group": r.group or "-",
+                "params": f"{r.params:,}",
+                "MACs": _human(r.macs),
+                "MACs paper-style": _human(r.macs_paper_style),
+                "paper params": _human(p.params) if p else "-",
+                "paper MACs": _human(p.macs) if p else "-",
+                "paper test error (%)": _paper_error(p),
+                "d params": _pct(r.params_diff),
+                "d MACs": _pct(r.macs_diff),
+                "d paper-style": _pct(r.macs_paper_style_diff),
+                "": flag,
+            }
         )
+    return out, expl
+
+
+_LEGEND = (
+    "MACs: e4net.count (all conv/linear work incl. the E4 aggregation). MACs paper-style: without the "
+    "aggregation, + 3 ops per batch-normalised value.",
+    "! = params, or MACs under both conventions, more than 5% from the paper; ~ = only the full MAC count is.",
+)
+
+
+def format_table(rows: Iterable[TableRow], notes: bool = True) -> str:
+    """A plain-text table; flagged rows (``!`` deviation, ``~`` MAC convention) get a numbered note below."""
+    header = ["model", "table", "group", "params", "MACs", "MACs paper-style", "paper params", "paper MACs"]
+    header += ["d params", "d MACs", "d paper-style", ""]
+    cells, expl = _cells(rows)
+    lines = [[c[h] for h in header] for c in cells]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     right = {3, 4, 5, 6, 7, 8, 9, 10}
 
@@ -227,12 +327,25 @@ def format_table(rows: Iterable[TableRow], notes: bool = True) -> str:
     out = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(x) for x in lines]
     if notes:
         out.append("")
-        out.append(
-            "MACs: e4net.count (all conv/linear work incl. the E4 aggregation). MACs paper-style: without the "
-            "aggregation, + 3 ops per batch-normalised value."
-        )
-        out.append(
-            "! = params, or MACs under both conventions, more than 5% from the paper; ~ = only the full MAC count is."
-        )
+        out += _LEGEND
         out += [f"[{i + 1}] {e}" for i, e in enumerate(expl)]
+    return "\n".join(out)
+
+
+def format_markdown(rows: Iterable[TableRow]) -> str:
+    """The table of :func:`format_table` as a markdown table, with the paper's test errors (``e4net models
+    --markdown``; docs/models.md holds its output, checked by tests/test_paper.py)."""
+    header = ["model", "table", "group", "params", "MACs", "MACs paper-style", "paper params", "paper MACs"]
+    header += ["paper test error (%)", "d params", "d MACs", "d paper-style", ""]
+    left = {"model", "table", "group", ""}
+    cells, expl = _cells(rows)
+
+    def fmt(row: list[str]) -> str:
+        return "| " + " | ".join(row) + " |"
+
+    out = [fmt(header), fmt(["---" if h in left else "---:" for h in header])]
+    out += [fmt([c[h] for h in header]) for c in cells]
+    legend = [*_LEGEND, "Paper test error: mean ± std over 5 random seeds; Table 4: CIFAR-10 / CIFAR-100."]
+    out += [line for text in legend for line in ("", text)] + [""]
+    out += [f"- [{i + 1}] {e}".replace("*", "\\*") for i, e in enumerate(expl)]
     return "\n".join(out)
