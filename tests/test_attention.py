@@ -32,7 +32,7 @@ def randomize(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module
 
 
 def act(group: Group, x: torch.Tensor, g: int) -> torch.Tensor:
-    return group.act_on_image(x, g) if x.dim() == 4 else group.act_on_features(x, g)
+    return group.act_on_signal(x, g) if x.dim() == 4 else group.act_on_features(x, g)
 
 
 def equivariance_error(layer: nn.Module, x: torch.Tensor, group: Group) -> float:
@@ -297,7 +297,7 @@ def test_models_are_invariant(name: str) -> None:
     to float32 round-off. (tests/test_models.py checks float64 invariance of every registered model too.)"""
     model = randomize(create_model(name), seed=1, scale=0.3).eval()
     x = torch.randn(1, *model_spec(name).input_shape)
-    batch = torch.cat([P4.act_on_image(x, g) for g in P4.elements()])
+    batch = torch.cat([P4.act_on_signal(x, g) for g in P4.elements()])
     with torch.no_grad():
         y = model(batch)
     assert y.shape == (4, 10)
@@ -310,7 +310,7 @@ def test_p4_sa_is_invariant_in_train_mode_too() -> None:
     model = randomize(create_model("p4-sa", kernel_size=3, heads=2), seed=2, scale=0.3).train()
     x = torch.randn(2, 1, 28, 28)
     y = model(x)
-    torch.testing.assert_close(model(P4.act_on_image(x, 1)), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+    torch.testing.assert_close(model(P4.act_on_signal(x, 1)), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
 
 
 def test_models_are_registered_with_table1_rows_and_counted() -> None:

@@ -32,7 +32,7 @@ def _inputs(group: Group, b: int, c: int, s: int, k: int, h: int, w: int, stride
     v = torch.randn(b, c, n, h, w, dtype=dtype, generator=gen).requires_grad_()
     ho, wo = output_size(h, k, stride), output_size(w, k, stride)
     ker = torch.randn(b, s, k * k, n, ho, wo, dtype=dtype, generator=gen).requires_grad_()
-    return v, ker, group.kernel_permutation(k)
+    return v, ker, group.relative_position_index(k)
 
 
 def _out_and_grads(backend: str, v, ker, perm, stride, grad_out=None):

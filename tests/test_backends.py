@@ -20,7 +20,7 @@ def _inputs(G, b, c, s, k, h, w, stride, dtype=torch.float64, seed=0):
     ho, wo = backends.output_size(h, k, stride), backends.output_size(w, k, stride)
     v = torch.randn(b, c, G.order, h, w, generator=gen, dtype=dtype, requires_grad=True)
     kern = torch.randn(b, s, k * k, G.order, ho, wo, generator=gen, dtype=dtype, requires_grad=True)
-    return v, kern, G.kernel_permutation(k)
+    return v, kern, G.relative_position_index(k)
 
 
 def test_reference_is_eq12_pointwise():
@@ -39,7 +39,7 @@ def test_reference_is_eq12_pointwise():
     # the transform: slot a reads the generated kernel at a^-1 u
     for a in range(G.order):
         grid = kern[0, 0, :, a, 0, 0].view(k, k)
-        assert torch.equal(kt[0, 0, :, a, 0, 0].view(k, k), G.act_on_image(grid, a))
+        assert torch.equal(kt[0, 0, :, a, 0, 0].view(k, k), G.act_on_signal(grid, a))
 
 
 @pytest.mark.parametrize("backend", FAST)

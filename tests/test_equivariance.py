@@ -118,13 +118,13 @@ def test_spatial_pooling_equivariance(G):
 
 def _wrong_way(G: Group):
     """An action that rotates the wrong way (r^-1 instead of r)."""
-    right = G.act_on_image
+    right = G.act_on_signal
 
-    def act_on_image(x, g):
+    def act_on_signal(x, g):
         i, j = G.decompose(g)
         return right(x, G.element(-i, j))
 
-    return act_on_image
+    return act_on_signal
 
 
 @pytest.mark.parametrize("G", GROUPS, ids=str)
@@ -153,7 +153,7 @@ def test_planted_missing_group_permutation_is_caught(G, monkeypatch):
     """A group convolution that rotates its kernels but forgets to permute their group axis is not equivariant."""
     layer, x = _layer_and_input("gconv", G, 2, 3, 3, 7, 7, 1, seed=2)
     layer.eval()
-    bank = torch.stack([G.act_on_image(layer.weight, a) for a in G.elements()], 1).reshape(3 * G.order, 2 * G.order, 3, 3)
+    bank = torch.stack([G.act_on_signal(layer.weight, a) for a in G.elements()], 1).reshape(3 * G.order, 2 * G.order, 3, 3)
     monkeypatch.setattr(layer, "filter_bank", lambda: bank)
     assert max_equivariance_error(layer, x, G) > 1e-3
 

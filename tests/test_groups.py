@@ -50,9 +50,9 @@ def test_p4m_relations():
 def test_rotation_is_counter_clockwise_as_displayed():
     x = torch.zeros(3, 3)
     x[0, 2] = 1.0  # top-right
-    y = P4.act_on_image(x, P4.element(1))
+    y = P4.act_on_signal(x, P4.element(1))
     assert y[0, 0] == 1.0  # a +90 degree CCW turn takes the top-right corner to the top-left
-    z = P4M.act_on_image(x, P4M.element(0, 1))
+    z = P4M.act_on_signal(x, P4M.element(0, 1))
     assert z[0, 0] == 1.0  # the mirror flips the width axis
 
 
@@ -71,7 +71,7 @@ def test_actions_obey_group_law(gi, a, b, h, w, seed):
     img = torch.randn(2, 3, h, w, generator=gen)
     feat = torch.randn(2, 3, G.order, h, w, generator=gen)
     ab = G.compose(a, b)
-    assert torch.equal(G.act_on_image(G.act_on_image(img, b), a), G.act_on_image(img, ab))
+    assert torch.equal(G.act_on_signal(G.act_on_signal(img, b), a), G.act_on_signal(img, ab))
     assert torch.equal(G.act_on_features(G.act_on_features(feat, b), a), G.act_on_features(feat, ab))
     assert torch.equal(G.act_on_features(feat, 0), feat)
 
@@ -91,7 +91,7 @@ def test_kernel_permutation_is_the_image_action(G, k):
     kern = torch.randn(2, k, k)
     table = G.kernel_permutation(k)
     for g in G.elements():
-        assert torch.equal(kern.reshape(2, -1)[:, table[g]].view(2, k, k), G.act_on_image(kern, g))
+        assert torch.equal(kern.reshape(2, -1)[:, table[g]].view(2, k, k), G.act_on_signal(kern, g))
 
 
 @pytest.mark.parametrize("G", GROUPS, ids=str)
@@ -101,7 +101,7 @@ def test_filter_banks_use_the_actions(G):
     wg = torch.randn(3, 2, G.order, 3, 3)
     gbank = G.group_filter_bank(wg)
     for g in G.elements():
-        assert torch.equal(bank[:, g], G.act_on_image(w, g))
+        assert torch.equal(bank[:, g], G.act_on_signal(w, g))
         assert torch.equal(gbank[:, g], G.act_on_features(wg, g))
 
 
@@ -109,4 +109,4 @@ def test_bad_feature_map_shape():
     with pytest.raises(ValueError, match=r"\(\.\.\., 4, H, W\)"):
         P4.act_on_features(torch.zeros(1, 2, 8, 3, 3), 1)
     with pytest.raises(ValueError, match="at least 2 dims"):
-        P4.act_on_image(torch.zeros(3), 1)
+        P4.act_on_signal(torch.zeros(3), 1)
