@@ -21,13 +21,15 @@ TOL = 1e-5  # relative, float32
 
 def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w: int, stride: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
-    if kind == "lifting":
-        layer = enn.LiftingConv(cin, cout, k, G, stride=stride, bias=True)
+    if kind.startswith("lifting"):
+        padding = "valid" if kind == "lifting-valid" else "same"
+        layer = enn.LiftingConv(cin, cout, k, G, stride=stride, bias=True, padding=padding)
         x = torch.randn(2, cin, h, w, generator=gen)
     else:
         x = torch.randn(2, cin, G.order, h, w, generator=gen)
-        if kind == "gconv":
-            layer = enn.GroupConv(cin, cout, k, G, stride=stride, bias=True)
+        if kind.startswith("gconv"):
+            padding = "valid" if kind == "gconv-valid" else "same"
+            layer = enn.GroupConv(cin, cout, k, G, stride=stride, bias=True, padding=padding)
         elif kind == "e4":
             slices = [s for s in (1, 2, 3) if cout % s == 0][-1]
             layer = enn.E4Conv(cin, cout, k, G, reduction=1 + seed % 2, slices=slices, stride=stride, bias=True)
@@ -47,7 +49,7 @@ def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w
     return layer, x
 
 
-LAYERS = ["lifting", "gconv", "e4", "e4-none", "e4-kernel", "e4-value", "e4-batch", "bn", "in", "slotwise"]
+LAYERS = ["lifting", "gconv", "lifting-valid", "gconv-valid", "e4", "e4-none", "e4-kernel", "e4-value", "e4-batch", "bn", "in", "slotwise"]
 
 
 @settings(max_examples=80)
@@ -67,7 +69,12 @@ def test_layer_equivariance(kind, gi, cin, cout, k, h, w, stride, train, seed):
     G = GROUPS[gi]
     if stride == 2 and kind in ("bn", "in", "slotwise"):
         stride = 1
-    if stride == 2:  # strided layers are exact (and accepted) only on odd sizes
+    if kind.endswith("-valid"):  # unpadded: any k (even too), on maps at least as large as the kernel
+        k += seed % 2
+        h, w = max(h, k), max(w, k)
+        if stride == 2:  # exact (and accepted) when the grid of kernel centres has odd size
+            h, w = h + (h - k) % 2, w + (w - k) % 2
+    elif stride == 2:  # strided layers are exact (and accepted) only on odd sizes
         h, w = h | 1, w | 1
     layer, x = _layer_and_input(kind, G, cin, cout, k, h, w, stride, seed)
     layer.train(train)
@@ -144,7 +151,7 @@ def test_planted_wrong_kernel_rotation_is_caught(G, kind, monkeypatch):
         monkeypatch.setattr(layer, "filter_bank", bank)
     else:
         grid = torch.arange(9).view(3, 3)
-        layer.perm = torch.stack([wrong(grid, a).reshape(-1) for a in G.elements()])
+        layer.relative_position_index = torch.stack([wrong(grid, a).reshape(-1) for a in G.elements()])
     assert max_equivariance_error(layer, x, G) > 1e-3
 
 
