@@ -49,7 +49,20 @@ def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w
     return layer, x
 
 
-LAYERS = ["lifting", "gconv", "lifting-valid", "gconv-valid", "e4", "e4-none", "e4-kernel", "e4-value", "e4-batch", "bn", "in", "slotwise"]
+LAYERS = [
+    "lifting",
+    "gconv",
+    "lifting-valid",
+    "gconv-valid",
+    "e4",
+    "e4-none",
+    "e4-kernel",
+    "e4-value",
+    "e4-batch",
+    "bn",
+    "in",
+    "slotwise",
+]
 
 
 @settings(max_examples=80)
@@ -142,12 +155,18 @@ def test_planted_wrong_kernel_rotation_is_caught(G, kind, monkeypatch):
     assert max_equivariance_error(layer, x, G) < TOL
     wrong = _wrong_way(G)
     if kind == "lifting":
-        monkeypatch.setattr(layer, "filter_bank", lambda: torch.stack([wrong(layer.weight, a) for a in G.elements()], 1).reshape(-1, 3, 3, 3))
+        monkeypatch.setattr(
+            layer,
+            "filter_bank",
+            lambda: torch.stack([wrong(layer.weight, a) for a in G.elements()], 1).reshape(-1, 3, 3, 3),
+        )
     elif kind == "gconv":
+
         def bank():
             perm = [torch.tensor(G.regular_permutation(a)) for a in G.elements()]
             b = torch.stack([wrong(layer.weight, a).index_select(-3, perm[a]) for a in G.elements()], 1)
             return b.reshape(4 * G.order, 3 * G.order, 3, 3)
+
         monkeypatch.setattr(layer, "filter_bank", bank)
     else:
         grid = torch.arange(9).view(3, 3)
@@ -160,7 +179,9 @@ def test_planted_missing_group_permutation_is_caught(G, monkeypatch):
     """A group convolution that rotates its kernels but forgets to permute their group axis is not equivariant."""
     layer, x = _layer_and_input("gconv", G, 2, 3, 3, 7, 7, 1, seed=2)
     layer.eval()
-    bank = torch.stack([G.act_on_signal(layer.weight, a) for a in G.elements()], 1).reshape(3 * G.order, 2 * G.order, 3, 3)
+    bank = torch.stack([G.act_on_signal(layer.weight, a) for a in G.elements()], 1).reshape(
+        3 * G.order, 2 * G.order, 3, 3
+    )
     monkeypatch.setattr(layer, "filter_bank", lambda: bank)
     assert max_equivariance_error(layer, x, G) > 1e-3
 

@@ -122,7 +122,9 @@ def test_gradients_flow_to_every_parameter():
 def test_torch_compile_eager_backend():
     """The layers trace through dynamo without graph breaks that change results (aot_eager: no C++ build)."""
     G = P4M
-    model = torch.nn.Sequential(enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G))
+    model = torch.nn.Sequential(
+        enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G)
+    )
     model.eval()
     x = torch.randn(2, 1, 7, 7)
     compiled = torch.compile(model, backend="aot_eager")
@@ -133,7 +135,9 @@ def test_torch_compile_eager_backend():
 @pytest.mark.slow
 def test_torch_compile_inductor():
     G = P4
-    model = torch.nn.Sequential(enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G))
+    model = torch.nn.Sequential(
+        enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G)
+    )
     x = torch.randn(2, 1, 7, 7)
     compiled = torch.compile(model)
     assert torch.allclose(compiled(x), model(x), atol=1e-4)

@@ -1,8 +1,8 @@
 """Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
 
 from .aggregation import GroupAggregation
-from .backend import set_backend
 from .attentive_conv import AttentiveGroupConv, AttentiveLiftingConv
+from .backend import set_backend
 from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv
 from .linear import SlotwiseLinear

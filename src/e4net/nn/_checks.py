@@ -55,7 +55,9 @@ def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{layer}: expected an image batch (B, C, H, W) of rank 4, got {shape}")
     if x.shape[1] != channels:
-        raise ValueError(f"{layer}: expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{layer}: expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
 
 
 def check_feature_map(x: torch.Tensor, channels: int | None, group: Group, layer: str) -> None:

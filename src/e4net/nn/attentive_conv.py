@@ -114,7 +114,9 @@ class AttentiveGroupConv(GroupAggregation):
         """The un-summed group convolution ``c (B, C_out, |A|, C_in, S, H', W')`` (S = 1 for lifting, else |A|)."""
         b_, k, n, s = x.shape[0], self.kernel_size, self.group.order, self.slots
         cout, cin = self.out_channels, self.in_channels
-        bank = gather_relative(self.weight.reshape(cout, cin, -1), self.relative_position_index).view(cout, cin, n, s, k * k)
+        bank = gather_relative(self.weight.reshape(cout, cin, -1), self.relative_position_index).view(
+            cout, cin, n, s, k * k
+        )
         pad = k // 2 if self.padding == "same" else 0
         cols = F.unfold(x.reshape(b_, cin * s, x.shape[-2], x.shape[-1]), k, padding=pad)  # (B, Cin S k k, H'W')
         ho, wo = x.shape[-2] + 2 * pad - k + 1, x.shape[-1] + 2 * pad - k + 1
