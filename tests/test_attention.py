@@ -11,9 +11,10 @@ from torch import nn
 import e4net
 from e4net.groups import P4, P4M, Group
 from e4net.models import create_model, list_models, model_spec
-from e4net.nn import E4Conv, GroupBatchNorm, GroupConv, LiftingConv, aggregation
-from e4net.nn.aggregation import GroupAggregation, gather_relative, relative_position_index
-from e4net.nn.attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
+from e4net.nn import E4Conv, GroupBatchNorm, GroupConv, LiftingConv
+from e4net.nn.aggregation import GroupAggregation, gather_relative
+from e4net.nn.attentive_conv import AttentiveGroupConv, AttentiveLiftingConv
+from e4net.nn.self_attention import GroupSelfAttention, LiftingSelfAttention
 
 GROUPS = [P4, P4M]
 
@@ -32,7 +33,7 @@ def randomize(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module
 
 
 def act(group: Group, x: torch.Tensor, g: int) -> torch.Tensor:
-    return group.act_on_image(x, g) if x.dim() == 4 else group.act_on_features(x, g)
+    return group.act_on_signal(x, g) if x.dim() == 4 else group.act_on_features(x, g)
 
 
 def equivariance_error(layer: nn.Module, x: torch.Tensor, group: Group) -> float:
@@ -145,13 +146,14 @@ def test_float32_equivariance_is_within_round_off() -> None:
 @pytest.mark.parametrize("group", GROUPS, ids=str)
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_relative_index_is_the_group_action(group: Group, k: int) -> None:
-    spatial = relative_position_index(group, k, over_group=False)
-    assert torch.equal(spatial, group.kernel_permutation(k))
-    full = relative_position_index(group, k, over_group=True)
+    spatial = group.relative_position_index(k, over_group=False)
+    grid = torch.arange(k * k).view(k, k)
+    assert torch.equal(spatial, torch.stack([group.act_on_signal(grid, a).reshape(-1) for a in group.elements()]))
+    full = group.relative_position_index(k, over_group=True)
     assert full.shape == (group.order, group.order * k * k)
     w = torch.randn(3, 2, group.order, k, k)
     bank = gather_relative(w.flatten(-3), full).view(3, 2, group.order, group.order, k, k).transpose(1, 2)
-    assert torch.equal(bank, group.group_filter_bank(w))
+    assert torch.equal(bank, torch.stack([group.act_on_features(w, a) for a in group.elements()], dim=1))
     # every row is a permutation; slot e is the identity
     assert torch.equal(full[0], torch.arange(group.order * k * k))
     assert all(torch.equal(row.sort().values, torch.arange(row.numel())) for row in full)
@@ -262,11 +264,11 @@ def test_self_attention_all_query_slots_reference_values(group: Group) -> None:
 
 
 def test_planted_bug_untransformed_relative_positions_break_equivariance(monkeypatch: pytest.MonkeyPatch) -> None:
-    def identity_table(group: Group, kernel_size: int, over_group: bool) -> torch.Tensor:
+    def identity_table(group: Group, kernel_size: int, over_group: bool = False) -> torch.Tensor:
         n = (group.order if over_group else 1) * kernel_size * kernel_size
         return torch.arange(n).repeat(group.order, 1)  # every slot sees the untransformed tensor
 
-    monkeypatch.setattr(aggregation, "relative_position_index", identity_table)
+    monkeypatch.setattr(type(P4), "relative_position_index", identity_table)
     torch.manual_seed(0)
     broken = [
         (LiftingConv(2, 3, 3, P4), True),
@@ -297,7 +299,7 @@ def test_models_are_invariant(name: str) -> None:
     to float32 round-off. (tests/test_models.py checks float64 invariance of every registered model too.)"""
     model = randomize(create_model(name), seed=1, scale=0.3).eval()
     x = torch.randn(1, *model_spec(name).input_shape)
-    batch = torch.cat([P4.act_on_image(x, g) for g in P4.elements()])
+    batch = torch.cat([P4.act_on_signal(x, g) for g in P4.elements()])
     with torch.no_grad():
         y = model(batch)
     assert y.shape == (4, 10)
@@ -310,7 +312,7 @@ def test_p4_sa_is_invariant_in_train_mode_too() -> None:
     model = randomize(create_model("p4-sa", kernel_size=3, heads=2), seed=2, scale=0.3).train()
     x = torch.randn(2, 1, 28, 28)
     y = model(x)
-    torch.testing.assert_close(model(P4.act_on_image(x, 1)), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+    torch.testing.assert_close(model(P4.act_on_signal(x, 1)), y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
 
 
 def test_models_are_registered_with_table1_rows_and_counted() -> None:
@@ -399,9 +401,9 @@ def test_bad_inputs_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="smaller than"):
         AttentiveGroupConv(3, 4, 5, P4, padding="valid")(torch.randn(1, 3, 4, 4, 4))
     with pytest.raises(ValueError, match="kernel_size"):
-        relative_position_index(P4, 0, True)
+        P4.relative_position_index(0, True)
     with pytest.raises(ValueError, match="enumerate"):
-        gather_relative(torch.randn(3, 5), relative_position_index(P4, 3, False))
+        gather_relative(torch.randn(3, 5), P4.relative_position_index(3, False))
     with pytest.raises(ValueError, match="crops"):
         create_model("p4-sa", crops=(1, 1))
 

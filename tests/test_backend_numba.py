@@ -32,7 +32,7 @@ def _inputs(group: Group, b: int, c: int, s: int, k: int, h: int, w: int, stride
     v = torch.randn(b, c, n, h, w, dtype=dtype, generator=gen).requires_grad_()
     ho, wo = output_size(h, k, stride), output_size(w, k, stride)
     ker = torch.randn(b, s, k * k, n, ho, wo, dtype=dtype, generator=gen).requires_grad_()
-    return v, ker, group.kernel_permutation(k)
+    return v, ker, group.relative_position_index(k)
 
 
 def _out_and_grads(backend: str, v, ker, perm, stride, grad_out=None):
@@ -159,7 +159,7 @@ def test_falls_back_to_plain_pytorch_without_numba_and_triton():
         "print(resolve_backend('auto', torch.device('cpu')), resolve_backend('auto', torch.device('cuda')))\n"
         "print(tuple(E4Conv(2, 2, 3, 'p4')(torch.randn(1, 2, 4, 5, 5)).shape))\n"
     )
-    env = {**os.environ, "PYTHONPATH": REPO}
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["shift", "shift", "(1,", "2,", "4,", "5,", "5)"]

@@ -26,7 +26,7 @@ TOL = {"float32": 1e-5, "float64": 1e-12}
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, dict]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO / "src")}
     script = REPO / "tests" / "triton_interp_cases.py"
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert res.returncode == 0, f"interpreter run failed:\n{res.stderr[-4000:]}"
@@ -56,9 +56,9 @@ def test_not_interpreting_on_cpu_falls_back_to_shift(monkeypatch):
     calls = []
     monkeypatch.setattr(triton_agg.TritonAggregate, "apply", lambda *a: calls.append(a))
     v, ker = torch.randn(1, 2, 4, 5, 5), torch.randn(1, 2, 9, 4, 5, 5)
-    out = aggregate(v, ker, P4.kernel_permutation(3), 1, "triton")
+    out = aggregate(v, ker, P4.relative_position_index(3), 1, "triton")
     assert not calls
-    torch.testing.assert_close(out, aggregate(v, ker, P4.kernel_permutation(3), 1, "reference"))
+    torch.testing.assert_close(out, aggregate(v, ker, P4.relative_position_index(3), 1, "reference"))
 
 
 @pytest.mark.parametrize("kernel", ["_fwd_kernel", "_bwd_kernel_grad", "_bwd_value_grad"])

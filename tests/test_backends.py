@@ -28,7 +28,7 @@ def _inputs(G, b, c, s, k, h, w, stride, dtype=torch.float64, seed=0):
     ho, wo = backends.output_size(h, k, stride), backends.output_size(w, k, stride)
     v = torch.randn(b, c, G.order, h, w, generator=gen, dtype=dtype, requires_grad=True)
     kern = torch.randn(b, s, k * k, G.order, ho, wo, generator=gen, dtype=dtype, requires_grad=True)
-    return v, kern, G.kernel_permutation(k)
+    return v, kern, G.relative_position_index(k)
 
 
 def test_reference_is_eq12_pointwise():
@@ -47,7 +47,7 @@ def test_reference_is_eq12_pointwise():
     # the transform: slot a reads the generated kernel at a^-1 u
     for a in range(G.order):
         grid = kern[0, 0, :, a, 0, 0].view(k, k)
-        assert torch.equal(kt[0, 0, :, a, 0, 0].view(k, k), G.act_on_image(grid, a))
+        assert torch.equal(kt[0, 0, :, a, 0, 0].view(k, k), G.act_on_signal(grid, a))
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -116,7 +116,7 @@ def no_interpreter(monkeypatch):
 def _small(dtype=torch.float32, device="cpu", kernel_dtype=None):
     v = torch.randn(1, 2, 4, 5, 5, dtype=dtype, device=device)
     kern = torch.randn(1, 2, 9, 4, 5, 5, dtype=kernel_dtype or dtype, device=device)
-    return v, kern, P4.kernel_permutation(3)
+    return v, kern, P4.relative_position_index(3)
 
 
 def _raising(name):

@@ -45,7 +45,7 @@ def test_rotate_by_right_angles_is_the_group_action():
     x = torch.rand(3, 2, 28, 28)
     for i in range(4):
         got = rotate(x, torch.full((3,), 90.0 * i))
-        torch.testing.assert_close(got, P4.act_on_image(x, P4.element(i)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(got, P4.act_on_signal(x, P4.element(i)), atol=1e-5, rtol=0)
 
 
 def test_rotate_keeps_canvas_and_mass_of_a_centred_blob():

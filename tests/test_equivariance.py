@@ -21,13 +21,15 @@ TOL = 1e-5  # relative, float32
 
 def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w: int, stride: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
-    if kind == "lifting":
-        layer = enn.LiftingConv(cin, cout, k, G, stride=stride, bias=True)
+    if kind.startswith("lifting"):
+        padding = "valid" if kind == "lifting-valid" else "same"
+        layer = enn.LiftingConv(cin, cout, k, G, stride=stride, bias=True, padding=padding)
         x = torch.randn(2, cin, h, w, generator=gen)
     else:
         x = torch.randn(2, cin, G.order, h, w, generator=gen)
-        if kind == "gconv":
-            layer = enn.GroupConv(cin, cout, k, G, stride=stride, bias=True)
+        if kind.startswith("gconv"):
+            padding = "valid" if kind == "gconv-valid" else "same"
+            layer = enn.GroupConv(cin, cout, k, G, stride=stride, bias=True, padding=padding)
         elif kind == "e4":
             slices = [s for s in (1, 2, 3) if cout % s == 0][-1]
             layer = enn.E4Conv(cin, cout, k, G, reduction=1 + seed % 2, slices=slices, stride=stride, bias=True)
@@ -47,7 +49,20 @@ def _layer_and_input(kind: str, G: Group, cin: int, cout: int, k: int, h: int, w
     return layer, x
 
 
-LAYERS = ["lifting", "gconv", "e4", "e4-none", "e4-kernel", "e4-value", "e4-batch", "bn", "in", "slotwise"]
+LAYERS = [
+    "lifting",
+    "gconv",
+    "lifting-valid",
+    "gconv-valid",
+    "e4",
+    "e4-none",
+    "e4-kernel",
+    "e4-value",
+    "e4-batch",
+    "bn",
+    "in",
+    "slotwise",
+]
 
 
 @settings(max_examples=80)
@@ -67,7 +82,12 @@ def test_layer_equivariance(kind, gi, cin, cout, k, h, w, stride, train, seed):
     G = GROUPS[gi]
     if stride == 2 and kind in ("bn", "in", "slotwise"):
         stride = 1
-    if stride == 2:  # strided layers are exact (and accepted) only on odd sizes
+    if kind.endswith("-valid"):  # unpadded: any k (even too), on maps at least as large as the kernel
+        k += seed % 2
+        h, w = max(h, k), max(w, k)
+        if stride == 2:  # exact (and accepted) when the grid of kernel centres has odd size
+            h, w = h + (h - k) % 2, w + (w - k) % 2
+    elif stride == 2:  # strided layers are exact (and accepted) only on odd sizes
         h, w = h | 1, w | 1
     layer, x = _layer_and_input(kind, G, cin, cout, k, h, w, stride, seed)
     layer.train(train)
@@ -118,13 +138,13 @@ def test_spatial_pooling_equivariance(G):
 
 def _wrong_way(G: Group):
     """An action that rotates the wrong way (r^-1 instead of r)."""
-    right = G.act_on_image
+    right = G.act_on_signal
 
-    def act_on_image(x, g):
+    def act_on_signal(x, g):
         i, j = G.decompose(g)
         return right(x, G.element(-i, j))
 
-    return act_on_image
+    return act_on_signal
 
 
 @pytest.mark.parametrize("G", GROUPS, ids=str)
@@ -135,16 +155,22 @@ def test_planted_wrong_kernel_rotation_is_caught(G, kind, monkeypatch):
     assert max_equivariance_error(layer, x, G) < TOL
     wrong = _wrong_way(G)
     if kind == "lifting":
-        monkeypatch.setattr(layer, "filter_bank", lambda: torch.stack([wrong(layer.weight, a) for a in G.elements()], 1).reshape(-1, 3, 3, 3))
+        monkeypatch.setattr(
+            layer,
+            "filter_bank",
+            lambda: torch.stack([wrong(layer.weight, a) for a in G.elements()], 1).reshape(-1, 3, 3, 3),
+        )
     elif kind == "gconv":
+
         def bank():
             perm = [torch.tensor(G.regular_permutation(a)) for a in G.elements()]
             b = torch.stack([wrong(layer.weight, a).index_select(-3, perm[a]) for a in G.elements()], 1)
             return b.reshape(4 * G.order, 3 * G.order, 3, 3)
+
         monkeypatch.setattr(layer, "filter_bank", bank)
     else:
         grid = torch.arange(9).view(3, 3)
-        layer.perm = torch.stack([wrong(grid, a).reshape(-1) for a in G.elements()])
+        layer.relative_position_index = torch.stack([wrong(grid, a).reshape(-1) for a in G.elements()])
     assert max_equivariance_error(layer, x, G) > 1e-3
 
 
@@ -153,7 +179,9 @@ def test_planted_missing_group_permutation_is_caught(G, monkeypatch):
     """A group convolution that rotates its kernels but forgets to permute their group axis is not equivariant."""
     layer, x = _layer_and_input("gconv", G, 2, 3, 3, 7, 7, 1, seed=2)
     layer.eval()
-    bank = torch.stack([G.act_on_image(layer.weight, a) for a in G.elements()], 1).reshape(3 * G.order, 2 * G.order, 3, 3)
+    bank = torch.stack([G.act_on_signal(layer.weight, a) for a in G.elements()], 1).reshape(
+        3 * G.order, 2 * G.order, 3, 3
+    )
     monkeypatch.setattr(layer, "filter_bank", lambda: bank)
     assert max_equivariance_error(layer, x, G) > 1e-3
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from e4net.nn import GroupConv
-from e4net.nn.e4 import SlotwiseLinear
+from e4net.nn.linear import SlotwiseLinear
 
 
 @pytest.mark.parametrize("group,cin,cout", [("p4", 3, 5), ("p4m", 4, 2)])

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from e4net import groups
-from e4net.groups import P4, P4M
+from e4net.groups import P4, P4M, Group
+from e4net.nn import GroupConv, LiftingConv
 
 GROUPS = [P4, P4M]
 
@@ -50,9 +51,9 @@ def test_p4m_relations():
 def test_rotation_is_counter_clockwise_as_displayed():
     x = torch.zeros(3, 3)
     x[0, 2] = 1.0  # top-right
-    y = P4.act_on_image(x, P4.element(1))
+    y = P4.act_on_signal(x, P4.element(1))
     assert y[0, 0] == 1.0  # a +90 degree CCW turn takes the top-right corner to the top-left
-    z = P4M.act_on_image(x, P4M.element(0, 1))
+    z = P4M.act_on_signal(x, P4M.element(0, 1))
     assert z[0, 0] == 1.0  # the mirror flips the width axis
 
 
@@ -71,7 +72,7 @@ def test_actions_obey_group_law(gi, a, b, h, w, seed):
     img = torch.randn(2, 3, h, w, generator=gen)
     feat = torch.randn(2, 3, G.order, h, w, generator=gen)
     ab = G.compose(a, b)
-    assert torch.equal(G.act_on_image(G.act_on_image(img, b), a), G.act_on_image(img, ab))
+    assert torch.equal(G.act_on_signal(G.act_on_signal(img, b), a), G.act_on_signal(img, ab))
     assert torch.equal(G.act_on_features(G.act_on_features(feat, b), a), G.act_on_features(feat, ab))
     assert torch.equal(G.act_on_features(feat, 0), feat)
 
@@ -89,19 +90,21 @@ def test_regular_action_moves_group_axis(G):
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_kernel_permutation_is_the_image_action(G, k):
     kern = torch.randn(2, k, k)
-    table = G.kernel_permutation(k)
+    table = G.relative_position_index(k)
     for g in G.elements():
-        assert torch.equal(kern.reshape(2, -1)[:, table[g]].view(2, k, k), G.act_on_image(kern, g))
+        assert torch.equal(kern.reshape(2, -1)[:, table[g]].view(2, k, k), G.act_on_signal(kern, g))
 
 
 @pytest.mark.parametrize("G", GROUPS, ids=str)
 def test_filter_banks_use_the_actions(G):
-    w = torch.randn(3, 2, 5, 5)
-    bank = G.image_filter_bank(w)
-    wg = torch.randn(3, 2, G.order, 3, 3)
-    gbank = G.group_filter_bank(wg)
+    """The filters of LiftingConv / GroupConv (Eq. 5) are the kernels transformed by every element, stacked."""
+    lift = LiftingConv(2, 3, 5, G)
+    conv = GroupConv(2, 3, 3, G)
+    w, wg = lift.weight.detach(), conv.weight.detach()
+    bank = lift.filter_bank().detach().view(3, G.order, 2, 5, 5)
+    gbank = conv.filter_bank().detach().view(3, G.order, 2, G.order, 3, 3)
     for g in G.elements():
-        assert torch.equal(bank[:, g], G.act_on_image(w, g))
+        assert torch.equal(bank[:, g], G.act_on_signal(w, g))
         assert torch.equal(gbank[:, g], G.act_on_features(wg, g))
 
 
@@ -109,4 +112,126 @@ def test_bad_feature_map_shape():
     with pytest.raises(ValueError, match=r"\(\.\.\., 4, H, W\)"):
         P4.act_on_features(torch.zeros(1, 2, 8, 3, 3), 1)
     with pytest.raises(ValueError, match="at least 2 dims"):
-        P4.act_on_image(torch.zeros(3), 1)
+        P4.act_on_signal(torch.zeros(3), 1)
+
+
+# ---- the Group contract ---------------------------------------------------------------------------------------------
+
+
+class CubeRotations(Group):
+    """The rotation group O of the cube (24 signed permutation matrices, det +1) on voxel grids ``(..., D, H, W)``.
+
+    A test of the contract only: it implements just the abstract members and must get everything else (checks,
+    inverse, regular action, relative-position table) from :class:`Group`.
+    """
+
+    name = "O"
+
+    def __init__(self) -> None:
+        mats = []
+        for perm in itertools.permutations(range(3)):
+            for signs in itertools.product((1, -1), repeat=3):
+                m = torch.zeros(3, 3, dtype=torch.long)
+                m[range(3), perm] = torch.tensor(signs)
+                if round(torch.linalg.det(m.double()).item()) == 1:
+                    mats.append((perm, signs, m))
+        mats.sort(key=lambda t: not torch.equal(t[2], torch.eye(3, dtype=torch.long)))  # identity first
+        self.mats = mats
+
+    @property
+    def order(self) -> int:
+        return len(self.mats)
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3
+
+    def _compose(self, a: int, b: int) -> int:
+        m = self.mats[a][2] @ self.mats[b][2]
+        return next(i for i, t in enumerate(self.mats) if torch.equal(t[2], m))
+
+    def _act_on_signal(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        # (T_g f)(p) = f(M^T p) about the grid centre: output axis i reads input axis perm[i], negated if signs[i] < 0
+        perm, signs, _ = self.mats[g]
+        base = x.dim() - 3
+        y = x.permute(*range(base), *(base + p for p in perm))
+        flips = tuple(base + i for i in range(3) if signs[i] < 0)
+        return torch.flip(y, flips) if flips else y
+
+
+CUBE = CubeRotations()
+ALL = [P4, P4M, CUBE]
+
+
+def test_group_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        Group()
+    # the abstract members are exactly what a new group implements; everything else is derived
+    assert Group.__abstractmethods__ == {"order", "spatial_dims", "_compose", "_act_on_signal"}
+    for missing in Group.__abstractmethods__:
+        members = {m: getattr(CubeRotations, m) for m in Group.__abstractmethods__ if m != missing}
+        with pytest.raises(TypeError, match=missing):
+            type("Partial", (Group,), members)()
+    assert (CUBE.order, CUBE.spatial_dims, str(CUBE)) == (24, 3, "O")
+    assert isinstance(P4, Group) and groups.resolve(CUBE) is CUBE
+
+
+def test_square_group_has_no_rotation_order_to_get_wrong():
+    """Only 90-degree rotations act exactly on the pixel grid: a C8 that acts like C4 cannot be built."""
+    with pytest.raises(TypeError):
+        groups.SquareGroup("c8", rotations=8)
+    assert groups.SquareGroup("p4", reflections=False) == P4 and groups.SquareGroup("p4m", True) == P4M
+    assert (P4.spatial_dims, P4M.spatial_dims) == (2, 2)
+    for G in (P4, P4M):  # the action is faithful: distinct elements move a generic kernel differently
+        rows = {tuple(row) for row in G.relative_position_index(3).tolist()}
+        assert len(rows) == G.order
+
+
+@given(g=st.sampled_from(ALL), a=st.integers(0, 23), b=st.integers(0, 23), c=st.integers(0, 23))
+def test_contract_group_axioms(g, a, b, c):
+    a, b, c = a % g.order, b % g.order, c % g.order
+    assert g.elements() == list(range(g.order))
+    assert g.compose(0, a) == a == g.compose(a, 0)
+    assert g.compose(a, g.inverse(a)) == 0 == g.compose(g.inverse(a), a)
+    assert g.compose(g.compose(a, b), c) == g.compose(a, g.compose(b, c))
+    assert g.composition_table[a][b] == g.compose(a, b)
+    assert sorted(g.composition_table[a]) == g.elements()
+    assert g.regular_permutation(b) == [g.compose(g.inverse(b), x) for x in g.elements()]
+    with pytest.raises(ValueError, match="not an element"):
+        g.compose(a, g.order)
+
+
+@given(
+    g=st.sampled_from(ALL),
+    a=st.integers(0, 23),
+    b=st.integers(0, 23),
+    k=st.integers(1, 4),
+    over_group=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_contract_relative_position_index_is_the_action(g, a, b, k, over_group, seed):
+    """``t[..., table[a]]`` is ``T_a t`` for every element, built from the group's own actions only."""
+    a, b = a % g.order, b % g.order
+    grid = (k,) * g.spatial_dims
+    shape = ((g.order,) if over_group else ()) + grid
+    t = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
+    table = g.relative_position_index(k, over_group)
+    assert table.dtype == torch.long and table.shape == (g.order, t[0].numel())
+    act = g.act_on_features if over_group else g.act_on_signal
+    assert torch.equal(t.reshape(2, -1)[:, table[a]].view(t.shape), act(t, a))
+    # the actions obey the group law, so the table does: row (a b) = row b gathered with row a
+    assert torch.equal(table[b][table[a]], table[g.compose(a, b)])
+    table[a] = 0  # a fresh copy: the cached table is untouched
+    assert torch.equal(g.relative_position_index(k, over_group)[0], torch.arange(t[0].numel()))
+
+
+def test_contract_input_checks():
+    with pytest.raises(ValueError, match="at least 3 dims"):
+        CUBE.act_on_signal(torch.zeros(3, 3), 0)
+    with pytest.raises(ValueError, match="not an element"):
+        CUBE.act_on_signal(torch.zeros(3, 3, 3), 24)
+    with pytest.raises(ValueError, match="group feature map"):
+        CUBE.act_on_features(torch.zeros(2, 4, 3, 3, 3), 1)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="kernel_size must be a positive int"):
+            P4.relative_position_index(bad)

@@ -27,6 +27,10 @@ def _layers(G):
     [
         (lambda: enn.GroupConv(2, 2, 4, "p4"), "odd"),
         (lambda: enn.LiftingConv(2, 2, 0, "p4"), "odd"),
+        (lambda: enn.LiftingConv(2, 2, 4, "p4", padding="same"), "odd"),
+        (lambda: enn.GroupConv(2, 2, 0, "p4", padding="valid"), "kernel_size must be a positive int"),
+        (lambda: enn.GroupConv(2, 2, 3, "p4", padding="full"), "padding must be 'same' or 'valid'"),
+        (lambda: enn.LiftingConv(2, 2, 3, "p4", padding=1), "padding must be 'same' or 'valid'"),
         (lambda: enn.E4Conv(2, 2, 3, "p6"), "unknown group 'p6'"),
         (lambda: enn.E4Conv(4, 6, 3, "p4", slices=4), "divisible by slices"),
         (lambda: enn.E4Conv(4, 4, 3, "p4", concat="sideways"), "concat must be one of"),
@@ -52,6 +56,8 @@ def test_bad_construction(make, match):
         (enn.LiftingConv(1, 2, 3, "p4"), torch.randn(1, 1, 4, 5, 5), "rank 4"),
         (enn.LiftingConv(1, 2, 3, "p4"), torch.randn(1, 2, 5, 5), "expected 1 input channels, got 2"),
         (enn.E4Conv(2, 2, 3, "p4", stride=2), torch.randn(1, 2, 4, 6, 6), "not exactly equivariant"),
+        (enn.GroupConv(2, 2, 4, "p4", padding="valid"), torch.randn(1, 2, 4, 3, 5), "3x5 map is smaller than the 4x4"),
+        (enn.LiftingConv(1, 2, 2, "p4", stride=2, padding="valid"), torch.randn(1, 1, 7, 7), "6x6 kernel centres"),
         (enn.GroupBatchNorm(2, "p4"), torch.randn(2, 2, 8, 3, 3), "group axis has size 8"),
         (enn.GroupInstanceNorm(2, "p4"), torch.randn(2, 3, 4, 3, 3), "expected 2 fields, got 3"),
         (enn.GroupMaxPool(), torch.randn(2, 2, 3, 3), "rank 5"),
@@ -116,7 +122,9 @@ def test_gradients_flow_to_every_parameter():
 def test_torch_compile_eager_backend():
     """The layers trace through dynamo without graph breaks that change results (aot_eager: no C++ build)."""
     G = P4M
-    model = torch.nn.Sequential(enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G))
+    model = torch.nn.Sequential(
+        enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G)
+    )
     model.eval()
     x = torch.randn(2, 1, 7, 7)
     compiled = torch.compile(model, backend="aot_eager")
@@ -127,7 +135,9 @@ def test_torch_compile_eager_backend():
 @pytest.mark.slow
 def test_torch_compile_inductor():
     G = P4
-    model = torch.nn.Sequential(enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G))
+    model = torch.nn.Sequential(
+        enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G)
+    )
     x = torch.randn(2, 1, 7, 7)
     compiled = torch.compile(model)
     assert torch.allclose(compiled(x), model(x), atol=1e-4)
@@ -153,3 +163,22 @@ def test_e4_examples_are_independent_in_train_mode(G):
     assert torch.allclose(layer(x)[:1], layer(x[:1]), atol=1e-6)
     batch = randomize_(enn.E4Conv(4, 4, 3, G, generator_norm="batch"), 0, 0.5).train()
     assert not torch.allclose(batch(x)[:1], batch(x[:1]), atol=1e-3)
+
+
+@pytest.mark.parametrize("G", [P4, P4M], ids=str)
+def test_padding_valid_shapes_macs_and_repr(G):
+    """``padding="valid"``: no padding (H' = H - k + 1, even k allowed); MACs count the smaller output."""
+    from e4net.analysis import count
+
+    lift = enn.LiftingConv(3, 4, 4, G, padding="valid")
+    conv = enn.GroupConv(4, 5, 4, G, padding="valid")
+    x = torch.randn(2, 3, 9, 8)
+    assert lift(x).shape == (2, 4, G.order, 6, 5) and conv(lift(x)).shape == (2, 5, G.order, 3, 2)
+    n = G.order
+    assert count(lift, (3, 9, 8)).macs == 4 * n * 3 * 16 * 6 * 5
+    assert count(conv, (4, n, 6, 5)).macs == 5 * n * 4 * n * 16 * 3 * 2
+    same = enn.GroupConv(4, 5, 3, G)
+    assert count(same, (4, n, 6, 5)).macs == 5 * n * 4 * n * 9 * 6 * 5
+    assert enn.GroupConv(4, 5, 3, G, stride=2, padding="valid")(torch.randn(1, 4, n, 7, 7)).shape[-2:] == (3, 3)
+    assert "padding='valid'" in repr(conv) and "padding" not in repr(same)
+    assert (conv.padding, same.padding) == ("valid", "same")

@@ -77,7 +77,7 @@ def max_invariance_error(
         elements = [group.element(1)] + ([group.element(0, 1)] if group.reflections else [])
     with torch.no_grad():
         y = model(x)
-        errs = [(model(group.act_on_image(x, g)) - y).abs().max().item() for g in elements]
+        errs = [(model(group.act_on_signal(x, g)) - y).abs().max().item() for g in elements]
     scale = y.abs().max().item()
     # The check is only meaningful if the logits depend on the input: the two examples must differ.
     assert (y[0] - y[1]).abs().max().item() > 1e-3 * scale, "degenerate model: logits do not depend on the input"
@@ -438,14 +438,15 @@ def test_table4_paper_rows_recorded():
 @pytest.mark.parametrize("group", ["p4", "p4m"])
 def test_valid_convs_are_exactly_equivariant(k, group):
     """Unpadded lifting / group convolutions commute with the group action, also for the even 4x4 kernel."""
-    from e4net.models._layers import ValidGroupConv, ValidLiftingConv
+    from e4net.nn import GroupConv, LiftingConv
 
     g = groups.get(group)
     torch.manual_seed(k)
-    lift, conv = ValidLiftingConv(2, 3, k, g).double(), ValidGroupConv(3, 2, k, g).double()
+    lift = LiftingConv(2, 3, k, g, padding="valid").double()
+    conv = GroupConv(3, 2, k, g, padding="valid").double()
     x = torch.randn(2, 2, 9, 9, dtype=torch.float64)
     for e in g.elements():
-        y = lift(g.act_on_image(x, e))
+        y = lift(g.act_on_signal(x, e))
         torch.testing.assert_close(y, g.act_on_features(lift(x), e))
         torch.testing.assert_close(conv(y), g.act_on_features(conv(lift(x)), e))
     assert lift(x).shape == (2, 3, g.order, 10 - k, 10 - k)
@@ -455,13 +456,13 @@ def test_valid_convs_are_exactly_equivariant(k, group):
 
 def test_valid_conv_check_catches_a_wrong_filter_bank(monkeypatch):
     """Planted bug: build the filter bank without transforming the kernel; the equivariance check must fail."""
-    from e4net.models._layers import ValidLiftingConv
+    from e4net.nn import LiftingConv
 
     g = groups.P4
-    monkeypatch.setattr(type(g), "image_filter_bank", lambda self, w: torch.stack([w] * self.order, dim=1))
-    lift = ValidLiftingConv(1, 2, 3, g).double()
+    lift = LiftingConv(1, 2, 3, g, padding="valid").double()
+    monkeypatch.setattr(lift, "filter_bank", lambda: torch.stack([lift.weight] * g.order, dim=1).reshape(-1, 1, 3, 3))
     x = torch.randn(1, 1, 7, 7, dtype=torch.float64)
-    assert not torch.allclose(lift(g.act_on_image(x, 1)), g.act_on_features(lift(x), 1))
+    assert not torch.allclose(lift(g.act_on_signal(x, 1)), g.act_on_features(lift(x), 1))
 
 
 def test_table1_paper_rows_recorded():

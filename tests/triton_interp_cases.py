@@ -44,7 +44,7 @@ def run_case(name, group, b, c, s, k, h, w, stride, dtype, bug) -> dict:
     v = torch.randn(b, c, n, h, w, dtype=dt, generator=gen, requires_grad=True)
     ho, wo = output_size(h, k, stride), output_size(w, k, stride)
     ker = torch.randn(b, s, k * k, n, ho, wo, dtype=dt, generator=gen, requires_grad=True)
-    perm = g.kernel_permutation(k)
+    perm = g.relative_position_index(k)
     perm_used = perm.roll(1, 0) if bug == "wrong_perm" else perm
     out = TritonAggregate.apply(v, ker, perm_used, stride)
     go = torch.randn(out.shape, dtype=dt, generator=gen)

@@ -1,4 +1,4 @@
-"""The groups p4 and p4m and their actions: the one source of truth for every layer and test.
+"""The point groups of p4 and p4m, their actions, and the contract every group of this package fulfils.
 
 Conventions (stated once, used everywhere)
 -----------------------------------------
@@ -10,68 +10,190 @@ Conventions (stated once, used everywhere)
   **counter-clockwise as an image is displayed** (row 0 at the top), i.e. ``torch.rot90(x, 1, (-2, -1))``.
   ``m`` mirrors the width axis (left-right flip), ``torch.flip(x, (-1,))``. Element 0 is the identity.
 * Group law: ``m r = r^-1 m``, so ``(r^a m^b)(r^c m^d) = r^(a + (-1)^b c) m^(b + d)``.
-* Action on images (tensors ``(..., H, W)``): ``(T_g f)(x) = f(g^-1 x)``, realised exactly by the pixel
-  permutation above (``act_on_image``).
+* Action on signals (images ``(..., H, W)``): ``(T_g f)(x) = f(g^-1 x)``, realised exactly by the pixel
+  permutation above (``act_on_signal``).
 * Group feature maps have layout ``(B, C, |A|, H, W)``: ``C`` fields, each a function on ``A`` at every pixel;
-  the group axis is dim ``-3``. The regular action (paper Eq. 3) is
+  the group axis is dim ``-3`` (in general ``-(spatial_dims + 1)``). The regular action (paper Eq. 3) is
   ``(T_g f)(x, a) = f(g^-1 x, g^-1 a)``: transform every group slice spatially, then permute the group axis
   so that output slot ``a`` reads input slot ``g^-1 a`` (``act_on_features``).
-* Kernels of a lifting convolution are images, kernels of a group convolution are group feature maps
-  on ``Omega x A`` indexed by the relative position ``g^-1 g~`` (Theorem 1, Eq. 8); the filter used for the
-  output element ``a`` is the kernel transformed by ``a`` with the *same* actions (``image_filter_bank``,
-  ``group_filter_bank``). Dynamic E4 kernels over the k x k grid are transformed with the index table
-  ``kernel_permutation(k)``, built from ``act_on_image`` too.
+* Kernels of a lifting convolution are signals, kernels of a group convolution are group feature maps on
+  ``Omega x A`` indexed by the relative position ``g^-1 g~`` (Theorem 1, Eq. 8); the filter used for output
+  element ``a`` is the kernel transformed by ``a`` with the *same* actions. Every layer does this through one
+  index table, ``relative_position_index(k, over_group)``: row ``a`` lists, for each relative position of the
+  neighbourhood ``N(e)`` (``Omega`` or ``Omega x A``, flattened b-major then row-major), the position it reads
+  after the transformation by ``a``, so ``t[..., table[a]]`` is ``T_a t``. It is built from ``act_on_signal`` /
+  ``act_on_features`` (no rotation is re-implemented anywhere else).
 
 All actions are exact (pure index permutations), so equivariance holds to floating point round-off.
+
+The contract (:class:`Group`)
+-----------------------------
+A layer needs from its group: ``name``, ``order`` (``|A|``), ``spatial_dims`` (2 for images; 3 for groups acting on
+voxels), ``elements()``, ``compose(a, b)``, ``inverse(a)``, the ``composition_table``, ``act_on_signal(x, g)``,
+``act_on_features(x, g)``, ``regular_permutation(g)`` and ``relative_position_index(kernel_size, over_group)``.
+A new group (e.g. the octahedral group O on 3-D voxel grids with k x k x k kernels) implements only the abstract
+members -- ``order``, ``spatial_dims``, the group law ``_compose`` and the action on signals ``_act_on_signal`` -- and
+inherits the rest, including the input checks and the relative-position table. :class:`SquareGroup` is the one
+concrete group here: the symmetries of the square acting on the pixel grid (C4, or D4 with reflections). Only
+90-degree rotations act exactly on a pixel grid, so it has no rotation-order parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cache
+import abc
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
-__all__ = ["Group", "get", "P4", "P4M", "GROUPS", "resolve"]
+__all__ = ["Group", "SquareGroup", "get", "P4", "P4M", "GROUPS", "resolve"]
+
+
+class Group(abc.ABC):
+    """A finite point group ``A`` acting exactly on signals sampled on a grid (see the module docstring).
+
+    Subclasses set the attribute ``name`` and implement the abstract members; everything else is derived here.
+    """
+
+    name: str
+
+    # ---- what a new group implements --------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def order(self) -> int:
+        """``|A|``, the number of elements."""
+
+    @property
+    @abc.abstractmethod
+    def spatial_dims(self) -> int:
+        """The number of trailing grid dims of a signal the group acts on (2 for images, 3 for voxels)."""
+
+    @abc.abstractmethod
+    def _compose(self, a: int, b: int) -> int:
+        """The group law on valid element indices: the index of ``a b`` (apply ``b`` first). Element 0 is ``e``."""
+
+    @abc.abstractmethod
+    def _act_on_signal(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """``T_g x`` on the last ``spatial_dims`` dims of ``x`` (already checked), an exact index permutation."""
+
+    # ---- the abstract group -------------------------------------------------------------------------------------------
+    def elements(self) -> list[int]:
+        """All elements as integers ``0 .. |A|-1``."""
+        return list(range(self.order))
+
+    @cached_property
+    def composition_table(self) -> tuple[tuple[int, ...], ...]:
+        """``table[a][b]`` is the index of ``a b``."""
+        n = self.order
+        return tuple(tuple(self._compose(a, b) for b in range(n)) for a in range(n))
+
+    def compose(self, a: int, b: int) -> int:
+        """The product ``a b`` (apply ``b`` first, then ``a``)."""
+        self._check_element(a)
+        self._check_element(b)
+        return self.composition_table[a][b]
+
+    def inverse(self, a: int) -> int:
+        """The inverse ``a^-1``."""
+        self._check_element(a)
+        return self.composition_table[a].index(0)
+
+    def _check_element(self, g: int) -> None:
+        if not isinstance(g, int) or isinstance(g, bool) or not 0 <= g < self.order:
+            raise ValueError(f"{g!r} is not an element of {self.name} (expected an int in 0..{self.order - 1})")
+
+    # ---- actions ------------------------------------------------------------------------------------------------------
+    def act_on_signal(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """``(T_g x)(p) = x(g^-1 p)`` on the last ``spatial_dims`` dims of ``x`` (images ``(..., H, W)`` for 2)."""
+        self._check_element(g)
+        if not isinstance(x, torch.Tensor) or x.dim() < self.spatial_dims:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"act_on_signal needs a tensor with at least {self.spatial_dims} dims (the grid of {self.name}), "
+                f"got shape {shape}"
+            )
+        return self._act_on_signal(x, g)
+
+    def regular_permutation(self, g: int) -> list[int]:
+        """Source index on the group axis for each output slot: ``perm[a] = g^-1 a``."""
+        gi = self.inverse(g)
+        return [self.composition_table[gi][a] for a in range(self.order)]
+
+    def act_on_features(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """Regular action on a group feature map ``(..., |A|, *grid)``: ``(T_g f)(p, a) = f(g^-1 p, g^-1 a)``."""
+        axis = -(self.spatial_dims + 1)
+        if not isinstance(x, torch.Tensor) or x.dim() < self.spatial_dims + 1 or x.shape[axis] != self.order:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            grid = ", ".join("HW"[i] if self.spatial_dims == 2 else f"N{i}" for i in range(self.spatial_dims))
+            raise ValueError(
+                f"act_on_features needs a group feature map (..., {self.order}, {grid}) for {self.name}, got shape {shape}"
+            )
+        perm = torch.tensor(self.regular_permutation(g), device=x.device)
+        return self.act_on_signal(x, g).index_select(axis, perm)
+
+    # ---- the relative-position table (Theorem 1, Eq. 8) ---------------------------------------------------------------
+    @cached_property
+    def _relative_position_tables(self) -> dict[tuple[int, bool], torch.Tensor]:
+        return {}
+
+    def relative_position_index(self, kernel_size: int, over_group: bool = False) -> torch.Tensor:
+        """Index table ``(|A|, |N(e)|)`` mapping relative positions to the frame of each output slot.
+
+        ``N(e)`` is the k^d grid ``Omega`` (``over_group=False``) or ``Omega x A`` (``over_group=True``), flattened
+        group-major then row-major. For a tensor ``t`` whose last dim enumerates ``N(e)``, ``t[..., table[a]]`` is
+        ``T_a t``: ``act_on_signal`` on ``Omega``, ``act_on_features`` on ``Omega x A``. For a neighbour
+        ``g~ = (x + u, b)`` of ``g = (x, a)`` it reads the relative position ``(a^-1 u, a^-1 b)``. Any
+        ``kernel_size >= 1`` (even sizes are exact only for layers without padding). Cached; a fresh copy is returned.
+        """
+        if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1:
+            raise ValueError(f"relative_position_index: kernel_size must be a positive int, got {kernel_size!r}")
+        key = (kernel_size, bool(over_group))
+        if key not in self._relative_position_tables:
+            grid_shape = (kernel_size,) * self.spatial_dims
+            if over_group:
+                grid = torch.arange(self.order * kernel_size**self.spatial_dims).view(self.order, *grid_shape)
+                rows = [self.act_on_features(grid, a).reshape(-1) for a in self.elements()]
+            else:
+                grid = torch.arange(kernel_size**self.spatial_dims).view(grid_shape)
+                rows = [self.act_on_signal(grid, a).reshape(-1) for a in self.elements()]
+            self._relative_position_tables[key] = torch.stack(rows)
+        return self._relative_position_tables[key].clone()
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
-class Group:
-    """A point group ``A`` (C4 or D4) of the affine group ``Z^2 ⋊ A`` (p4 or p4m).
+class SquareGroup(Group):
+    """The symmetries of the square acting on the pixel grid: C4 (``reflections=False``, p4) or D4 (p4m).
 
     See the module docstring for the element order, the rotation direction and the tensor layout.
     """
 
     name: str
-    rotations: int = 4
     reflections: bool = False
-    _table: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        n = self.order
-        table = tuple(tuple(self._compose(a, b) for b in range(n)) for a in range(n))
-        object.__setattr__(self, "_table", table)
+    ROTATIONS = 4  # only 90-degree rotations map the pixel grid onto itself
 
-    # ---- the abstract group -------------------------------------------------------------------------
     @property
     def order(self) -> int:
         """``|A|``: 4 for p4, 8 for p4m."""
-        return self.rotations * (2 if self.reflections else 1)
+        return self.ROTATIONS * (2 if self.reflections else 1)
 
-    def elements(self) -> list[int]:
-        """All elements as integers ``0 .. |A|-1`` (``4*j + i`` is ``r^i m^j``)."""
-        return list(range(self.order))
+    @property
+    def spatial_dims(self) -> int:
+        return 2
 
     def decompose(self, g: int) -> tuple[int, int]:
         """``g -> (i, j)`` with ``g = r^i m^j``."""
         self._check_element(g)
-        return g % self.rotations, g // self.rotations
+        return g % self.ROTATIONS, g // self.ROTATIONS
 
     def element(self, rotation: int, mirror: int = 0) -> int:
         """The index of ``r^rotation m^mirror``."""
         if mirror and not self.reflections:
             raise ValueError(f"group {self.name!r} has no reflections")
-        return (rotation % self.rotations) + self.rotations * (mirror % 2)
+        return (rotation % self.ROTATIONS) + self.ROTATIONS * (mirror % 2)
 
     def element_name(self, g: int) -> str:
         i, j = self.decompose(g)
@@ -79,35 +201,17 @@ class Group:
         return "".join(parts) or "e"
 
     def _compose(self, a: int, b: int) -> int:
-        ia, ja = a % self.rotations, a // self.rotations
-        ib, jb = b % self.rotations, b // self.rotations
+        n = self.ROTATIONS
+        ia, ja = a % n, a // n
+        ib, jb = b % n, b // n
         sign = -1 if ja else 1
-        return (ia + sign * ib) % self.rotations + self.rotations * ((ja + jb) % 2)
+        return (ia + sign * ib) % n + n * ((ja + jb) % 2)
 
-    def compose(self, a: int, b: int) -> int:
-        """The product ``a b`` (apply ``b`` first, then ``a``)."""
-        self._check_element(a)
-        self._check_element(b)
-        return self._table[a][b]
+    def _act_on_signal(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """``r`` is ``torch.rot90(·, 1, (-2, -1))``, ``m`` a flip of the width axis; ``r^i m^j`` mirrors first.
 
-    def inverse(self, a: int) -> int:
-        """The inverse ``a^-1``."""
-        self._check_element(a)
-        return self._table[a].index(0)
-
-    def _check_element(self, g: int) -> None:
-        if not isinstance(g, int) or isinstance(g, bool) or not 0 <= g < self.order:
-            raise ValueError(f"{g!r} is not an element of {self.name} (expected an int in 0..{self.order - 1})")
-
-    # ---- actions ------------------------------------------------------------------------------------
-    def act_on_image(self, x: torch.Tensor, g: int) -> torch.Tensor:
-        """``(T_g x)(p) = x(g^-1 p)`` on the last two (spatial) dims of ``x`` (..., H, W).
-
-        Exact: ``r`` is ``torch.rot90(·, 1, (-2, -1))``, ``m`` is a flip of the width axis; ``r^i m^j`` mirrors first.
         For non-square inputs a rotation by an odd multiple of 90 degrees swaps H and W.
         """
-        if x.dim() < 2:
-            raise ValueError(f"act_on_image needs a tensor with at least 2 dims (..., H, W), got shape {tuple(x.shape)}")
         i, j = self.decompose(g)
         if j:
             x = torch.flip(x, (-1,))
@@ -115,52 +219,9 @@ class Group:
             x = torch.rot90(x, i, (-2, -1))
         return x
 
-    def regular_permutation(self, g: int) -> list[int]:
-        """Source index on the group axis for each output slot: ``perm[a] = g^-1 a``."""
-        gi = self.inverse(g)
-        return [self._table[gi][a] for a in range(self.order)]
 
-    def act_on_features(self, x: torch.Tensor, g: int) -> torch.Tensor:
-        """Regular action on a group feature map ``(..., |A|, H, W)``: ``(T_g f)(p, a) = f(g^-1 p, g^-1 a)``."""
-        if x.dim() < 3 or x.shape[-3] != self.order:
-            raise ValueError(
-                f"act_on_features needs a group feature map (..., {self.order}, H, W) for {self.name}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        perm = torch.tensor(self.regular_permutation(g), device=x.device)
-        return self.act_on_image(x, g).index_select(-3, perm)
-
-    def image_filter_bank(self, weight: torch.Tensor) -> torch.Tensor:
-        """Lifting filters: ``weight (Cout, Cin, k, k) -> (Cout, |A|, Cin, k, k)``, slot ``a`` is ``T_a weight``."""
-        return torch.stack([self.act_on_image(weight, a) for a in self.elements()], dim=1)
-
-    def group_filter_bank(self, weight: torch.Tensor) -> torch.Tensor:
-        """Group-convolution filters (Eq. 5): ``weight (Cout, Cin, |A|, k, k) -> (Cout, |A|, Cin, |A|, k, k)``.
-
-        ``weight[..., b, :, :]`` is the kernel at relative position ``(·, b) = g^-1 g~``; output slot ``a`` uses
-        ``T_a weight`` so that ``f'(x, a) = sum_{y, b} weight(a^-1 (y - x), a^-1 b) f(y, b)``.
-        """
-        return torch.stack([self.act_on_features(weight, a) for a in self.elements()], dim=1)
-
-    def kernel_permutation(self, kernel_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Index table ``(|A|, k*k)``: the k x k kernel transformed by ``a`` is ``flat_kernel[..., table[a]]``.
-
-        Built by applying ``act_on_image`` to the grid of flat indices, so it is the same action.
-        """
-        return _kernel_permutation(self, kernel_size).to(device) if device is not None else _kernel_permutation(self, kernel_size)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-@cache
-def _kernel_permutation(group: Group, k: int) -> torch.Tensor:
-    grid = torch.arange(k * k).view(k, k)
-    return torch.stack([group.act_on_image(grid, a).reshape(-1) for a in group.elements()])
-
-
-P4 = Group("p4", rotations=4, reflections=False)
-P4M = Group("p4m", rotations=4, reflections=True)
+P4 = SquareGroup("p4", reflections=False)
+P4M = SquareGroup("p4m", reflections=True)
 GROUPS: dict[str, Group] = {"p4": P4, "p4m": P4M}
 
 

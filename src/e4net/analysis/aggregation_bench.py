@@ -21,7 +21,8 @@ from torch import nn
 
 from ..groups import resolve
 from ..nn import E4Conv, GroupConv
-from ..nn.attention import AttentiveGroupConv, GroupSelfAttention
+from ..nn.attentive_conv import AttentiveGroupConv
+from ..nn.self_attention import GroupSelfAttention
 from .count import count
 
 __all__ = ["BenchRow", "benchmark_aggregations", "markdown_table", "LAYERS"]

@@ -314,7 +314,7 @@ def bench_aggregation(
     v = torch.randn(shape, device=device, requires_grad=True)
     kshape = (batch_size, case.slices, case.kernel_size**2, g.order, case.size, case.size)
     ker = (torch.randn(kshape, device=device) / case.kernel_size).requires_grad_()
-    perm = g.kernel_permutation(case.kernel_size, device)
+    perm = g.relative_position_index(case.kernel_size).to(device)
     grad = torch.randn(shape, device=device)
     fwd_b, all_b = aggregation_bytes(case, batch_size, v.element_size())
     rows, fwds, fwdbwds = [], [], []

@@ -1,7 +1,7 @@
 """Measuring equivariance: ``|f(T_g x) - T'_g f(x)|`` with the actions of :mod:`e4net.groups`.
 
 The action is chosen by the tensor's rank: rank 5 ``(B, C, |A|, H, W)`` gets the regular action
-(``act_on_features``), rank 3-4 ``(..., H, W)`` the action on images (``act_on_image``), rank 1-2 (logits,
+(``act_on_features``), rank 3-4 ``(..., H, W)`` the action on images (``act_on_signal``), rank 1-2 (logits,
 pooled vectors) the trivial action (invariance).
 """
 
@@ -19,7 +19,7 @@ def act(x: torch.Tensor, group: Group, g: int) -> torch.Tensor:
     if x.dim() == 5:
         return group.act_on_features(x, g)
     if x.dim() in (3, 4):
-        return group.act_on_image(x, g)
+        return group.act_on_signal(x, g)
     if x.dim() in (1, 2):
         return x
     raise ValueError(f"no group action for a tensor of rank {x.dim()} (shape {tuple(x.shape)})")

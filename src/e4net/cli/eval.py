@@ -1,7 +1,7 @@
 """``e4net eval CHECKPOINT``: test error, params, MACs and the measured invariance error of a trained model.
 
 The invariance error is the largest change of the predicted class probabilities when the test images are
-transformed by an element of the model's group (:meth:`e4net.groups.Group.act_on_image`), over all elements and
+transformed by an element of the model's group (:meth:`e4net.groups.Group.act_on_signal`), over all elements and
 images: ``max_{g, x, c} |softmax(f(T_g x))_c - softmax(f(x))_c|``. An exactly invariant model (Sec. 3-4) gives
 float round-off; a plain CNN gives a large value.
 """
@@ -53,7 +53,7 @@ def invariance_error(model: torch.nn.Module, x: torch.Tensor, group, batch_size:
         xb = x[i : i + batch_size]
         p0 = model(xb).float().softmax(-1)
         for g in group.elements():
-            pg = model(group.act_on_image(xb, g)).float().softmax(-1)
+            pg = model(group.act_on_signal(xb, g)).float().softmax(-1)
             name = group.element_name(g)
             out[name] = max(out[name], float((pg - p0).abs().max()))
     return out

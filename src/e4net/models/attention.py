@@ -10,7 +10,8 @@ from torch import nn
 
 from ..groups import Group, resolve
 from ..nn import GroupBatchNorm, SlotwiseLinear, SpatialMaxPool2d
-from ..nn.attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
+from ..nn.attentive_conv import AttentiveGroupConv, AttentiveLiftingConv
+from ..nn.self_attention import GroupSelfAttention, LiftingSelfAttention
 from .registry import register_model
 
 __all__ = ["P4SANet", "AlphaP4CNN", "CenterCrop"]

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from ..groups import resolve
-from ..nn import E4Conv, GlobalMaxPool, GroupMaxPool, LiftingConv, SpatialMaxPool2d
-from ._layers import ValidGroupConv, ValidLiftingConv, conv_bn_act
+from ..nn import E4Conv, GlobalMaxPool, GroupConv, GroupMaxPool, LiftingConv, SpatialMaxPool2d
+from .blocks import conv_bn_act
 from .registry import register_model
 
 __all__ = ["E4Net", "P4CNN"]
@@ -97,7 +97,8 @@ class E4Net(nn.Module):
 class P4CNN(nn.Module):
     """P4CNN for rotated MNIST [5]: 7 unpadded convolutions (3x3 x 6, then 4x4), ``fields`` fields per layer.
 
-    ``f_{l+1} = ReLU(BN(f_l * psi_l))`` with the group correlation of Eq. 5; max pooling after layer 2; the 4x4
+    ``f_{l+1} = ReLU(BN(f_l * psi_l))`` with the group correlation of Eq. 5 (:class:`~e4net.nn.LiftingConv` /
+    :class:`~e4net.nn.GroupConv` with ``padding="valid"``); max pooling after layer 2; the 4x4
     last layer maps the 4x4 map to 1x1 with one field per class; max over the group gives invariant logits.
     """
 
@@ -113,12 +114,13 @@ class P4CNN(nn.Module):
         g = resolve(group)
         self.group = g
         drop = [dropout, 0.0, dropout, dropout, dropout, dropout]  # as in [23]: no dropout before the pooling
-        layers: list[nn.Module] = [conv_bn_act(ValidLiftingConv(in_channels, fields, 3, g), fields, g, drop[0])]
+        lift = LiftingConv(in_channels, fields, 3, g, padding="valid")
+        layers: list[nn.Module] = [conv_bn_act(lift, fields, g, drop[0])]
         for i in range(1, 6):
-            layers.append(conv_bn_act(ValidGroupConv(fields, fields, 3, g), fields, g, drop[i]))
+            layers.append(conv_bn_act(GroupConv(fields, fields, 3, g, padding="valid"), fields, g, drop[i]))
             if i == 1:
                 layers.append(SpatialMaxPool2d(2))
-        layers.append(ValidGroupConv(fields, num_classes, 4, g))
+        layers.append(GroupConv(fields, num_classes, 4, g, padding="valid"))  # even 4x4 kernel: exact without padding
         self.features = nn.Sequential(*layers)
         self.group_pool = GroupMaxPool()
         self.global_pool = GlobalMaxPool()

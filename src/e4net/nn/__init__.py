@@ -1,12 +1,14 @@
 """Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
 
 from .aggregation import GroupAggregation
-from .attention import AttentiveGroupConv, AttentiveLiftingConv, GroupSelfAttention, LiftingSelfAttention
+from .attentive_conv import AttentiveGroupConv, AttentiveLiftingConv
 from .backend import set_backend
 from .conv import GroupConv, LiftingConv
-from .e4 import CONCAT_MODES, E4Conv, SlotwiseLinear
+from .e4 import CONCAT_MODES, E4Conv
+from .linear import SlotwiseLinear
 from .norm import GroupBatchNorm, GroupInstanceNorm
 from .pooling import GlobalAvgPool, GlobalMaxPool, GroupAvgPool, GroupMaxPool, SpatialAvgPool2d, SpatialMaxPool2d
+from .self_attention import GroupSelfAttention, LiftingSelfAttention
 
 __all__ = [
     "set_backend",

@@ -16,6 +16,28 @@ def check_kernel_size(kernel_size: int, layer: str) -> int:
     return kernel_size
 
 
+PADDINGS = ("same", "valid")
+
+
+def check_padding(padding: str, kernel_size: int, layer: str) -> tuple[str, int]:
+    """``padding`` in ``PADDINGS`` and a kernel size that is exact with it: odd for ``"same"``, any for ``"valid"``
+    (why: the module docstring of :mod:`e4net.nn.conv`)."""
+    if padding not in PADDINGS:
+        raise ValueError(f"{layer}: padding must be 'same' or 'valid', got {padding!r}")
+    if padding == "same":
+        return padding, check_kernel_size(kernel_size, layer)
+    return padding, check_positive(kernel_size, "kernel_size", layer)
+
+
+def check_fits(x: torch.Tensor, kernel_size: int, layer: str) -> None:
+    """An unpadded (``"valid"``) layer needs a map at least as large as its kernel."""
+    if x.shape[-2] < kernel_size or x.shape[-1] < kernel_size:
+        raise ValueError(
+            f"{layer}: a {x.shape[-2]}x{x.shape[-1]} map is smaller than the {kernel_size}x{kernel_size} kernel of a "
+            f"'valid' (unpadded) convolution"
+        )
+
+
 def check_stride(stride: int, layer: str) -> int:
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"{layer}: stride must be a positive int, got {stride!r}")
@@ -33,7 +55,9 @@ def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{layer}: expected an image batch (B, C, H, W) of rank 4, got {shape}")
     if x.shape[1] != channels:
-        raise ValueError(f"{layer}: expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{layer}: expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+        )
 
 
 def check_feature_map(x: torch.Tensor, channels: int | None, group: Group, layer: str) -> None:
@@ -51,11 +75,24 @@ def check_feature_map(x: torch.Tensor, channels: int | None, group: Group, layer
         )
 
 
-def check_exact_stride(x: torch.Tensor, stride: int, layer: str) -> None:
-    """A stride-s sampling grid {0, s, 2s, ...} is symmetric under the point group only on odd-sized maps."""
-    if stride > 1 and (x.shape[-2] % 2 == 0 or x.shape[-1] % 2 == 0):
+def check_exact_stride(x: torch.Tensor, stride: int, layer: str, crop: int = 0) -> None:
+    """A stride-s sampling grid {0, s, 2s, ...} is symmetric under the point group only on odd-sized maps.
+
+    ``crop``: how much smaller than the input the grid of kernel centres is (``k - 1`` without padding, else 0).
+    """
+    h, w = x.shape[-2] - crop, x.shape[-1] - crop
+    if stride > 1 and (h % 2 == 0 or w % 2 == 0):
+        where = f"{x.shape[-2]}x{x.shape[-1]} map" + (f" ({h}x{w} kernel centres without padding)" if crop else "")
         raise ValueError(
-            f"{layer}: stride {stride} on a {x.shape[-2]}x{x.shape[-1]} map is not exactly equivariant: the sampling "
+            f"{layer}: stride {stride} on a {where} is not exactly equivariant: the sampling "
             f"grid of a strided layer is symmetric under 90-degree rotations only when height and width are odd. "
             f"Use stride 1 followed by SpatialMaxPool2d / SpatialAvgPool2d, or feed an odd-sized map."
         )
+
+
+def check_input(x: torch.Tensor, channels: int, group: Group, lifting: bool, layer: str) -> None:
+    """An image batch for a lifting layer (input on the plane), else a group feature map of ``group``."""
+    if lifting:
+        check_image(x, channels, layer)
+    else:
+        check_feature_map(x, channels, group, layer)

@@ -1,9 +1,16 @@
-"""Lifting convolution (Sec. 3.2, first layer) and group convolution (G-CNN, Eq. 5).
+"""Lifting convolution (Sec. 3.2, first layer) and group convolution (G-CNN, Eq. 5): the one implementation of Eq. 5.
 
 Both are instances of :class:`~e4net.nn.aggregation.GroupAggregation` (Eq. 9 with ``H~`` a shared linear kernel):
-the filter for output slot ``a`` is the learnable kernel gathered with the relative-position table
-(:meth:`~e4net.nn.aggregation.GroupAggregation.relative_index`, equal to ``image_filter_bank`` /
-``group_filter_bank`` of :mod:`e4net.groups`), then a single ``conv2d`` runs: one large matrix product.
+the filter for output slot ``a`` is the learnable kernel transformed by ``a``, i.e. gathered with the group's
+relative-position table (:meth:`e4net.groups.Group.relative_position_index`, the buffer ``relative_position_index``);
+then a single ``conv2d`` runs: one large matrix product.
+
+Padding. ``padding="same"`` (zero padding ``k // 2``) keeps the map size; the output grid is the input grid, and
+the kernel needs a centre pixel (odd k) for its rotation about that pixel to be exact. ``padding="valid"`` (no
+padding, as the P4CNN of Cohen & Welling [5]: 28 -> 26 -> 24 -> ... -> 4 -> 1) evaluates the layer only where the
+kernel fits and accepts *even* k: the output grid ``{0 .. H-k}`` is mapped onto itself by the point group (its
+centre ``(H-k)/2 + (k-1)/2 = (H-1)/2`` is the input's centre), and an even kernel rotates exactly about its own
+centre, so the layer stays exactly equivariant. The 4x4 last layer of P4CNN needs this.
 """
 
 from __future__ import annotations
@@ -15,24 +22,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..groups import Group, resolve
-from ._checks import check_exact_stride, check_feature_map, check_image, check_kernel_size, check_positive, check_stride
+from ._checks import (
+    check_exact_stride,
+    check_feature_map,
+    check_fits,
+    check_image,
+    check_padding,
+    check_positive,
+    check_stride,
+)
 from ._gemm import shared_weight_bmm
-from .aggregation import GroupAggregation
+from .aggregation import GroupAggregation, gather_relative
 
 
 class _GroupConvBase(GroupAggregation):
     group: Group
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int, bias: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: str | Group,
+        stride: int,
+        bias: bool,
+        padding: str,
+    ):
         super().__init__()
         name = type(self).__name__
         self.in_channels = check_positive(in_channels, "in_channels", name)
         self.out_channels = check_positive(out_channels, "out_channels", name)
-        self.kernel_size = check_kernel_size(kernel_size, name)
+        self.padding, self.kernel_size = check_padding(padding, kernel_size, name)
         self.stride = check_stride(stride, name)
         self.group = resolve(group)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.register_buffer("rel_index", self.relative_index(), persistent=False)
+        self._register_relative_position_index()
 
     def _fan_in(self) -> int:
         raise NotImplementedError
@@ -45,6 +69,15 @@ class _GroupConvBase(GroupAggregation):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
 
+    def _pad(self) -> int:
+        return self.kernel_size // 2 if self.padding == "same" else 0
+
+    def _check_grid(self, x: torch.Tensor) -> None:
+        name = type(self).__name__
+        if self.padding == "valid":
+            check_fits(x, self.kernel_size, name)
+        check_exact_stride(x, self.stride, name, crop=self.kernel_size - 1 if self.padding == "valid" else 0)
+
     def _finish(self, y: torch.Tensor, batch: int) -> torch.Tensor:
         y = y.view(batch, self.out_channels, self.group.order, y.shape[-2], y.shape[-1])
         if self.bias is not None:
@@ -55,6 +88,8 @@ class _GroupConvBase(GroupAggregation):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, group={self.group.name}"
         if self.stride != 1:
             s += f", stride={self.stride}"
+        if self.padding != "same":
+            s += f", padding={self.padding!r}"
         return s + f", bias={self.bias is not None}"
 
 
@@ -62,14 +97,24 @@ class LiftingConv(_GroupConvBase):
     """Lift images ``(B, Cin, H, W)`` to group feature maps ``(B, Cout, |A|, H', W')`` (Eq. 5 on the plane).
 
     ``f'(x, a) = sum_y psi(a^-1 (y - x)) f(y)``: output slot ``a`` correlates with the kernel transformed by ``a``.
-    Zero "same" padding (``k // 2``). Params ``Cout Cin k^2``; MACs ``Cout |A| Cin k^2 H' W'``.
+    ``padding="same"``: zero padding ``k // 2``, odd k, ``H' = H`` (at stride 1); ``padding="valid"``: no padding,
+    any k, ``H' = H - k + 1``. Params ``Cout Cin k^2``; MACs ``Cout |A| Cin k^2 H' W'``.
     An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with input on the plane (``lifting``, ``N(e) = Omega``).
     """
 
     lifting = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
-        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: str | Group,
+        stride: int = 1,
+        bias: bool = False,
+        padding: str = "same",
+    ):
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias, padding)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.reset_parameters()
 
@@ -79,13 +124,13 @@ class LiftingConv(_GroupConvBase):
     def filter_bank(self) -> torch.Tensor:
         """The ``(Cout |A|, Cin, k, k)`` filters of one ``conv2d``."""
         k = self.kernel_size
-        bank = self.transform_relative(self.weight.flatten(-2), self.rel_index)  # (Cout, Cin, |A|, k*k)
+        bank = gather_relative(self.weight.flatten(-2), self.relative_position_index)  # (Cout, Cin, |A|, k*k)
         return bank.transpose(1, 2).reshape(-1, self.in_channels, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_channels, type(self).__name__)
-        check_exact_stride(x, self.stride, type(self).__name__)
-        y = F.conv2d(x, self.filter_bank(), None, self.stride, self.kernel_size // 2)
+        self._check_grid(x)
+        y = F.conv2d(x, self.filter_bank(), None, self.stride, self._pad())
         return self._finish(y, x.shape[0])
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
@@ -97,14 +142,24 @@ class GroupConv(_GroupConvBase):
 
     ``f'(x, a) = sum_{y, b} W(a^-1 (y - x), a^-1 b) f(y, b)``: ``weight[o, i, b]`` is the k x k kernel at relative
     group position ``b = g^-1 g~`` (Theorem 1); the filter for output slot ``a`` is ``T_a W`` (regular action).
+    ``padding`` as :class:`LiftingConv` (``"valid"``: the unpadded layers of P4CNN, even k allowed).
     Params ``Cout Cin |A| k^2``; MACs ``Cout |A| Cin |A| k^2 H' W'`` (``c^2 k^2 |A|^2 h w``, Sec. 4.2).
     An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with ``N(e) = Omega x A``.
     """
 
     over_group = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str | Group, stride: int = 1, bias: bool = False):
-        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        group: str | Group,
+        stride: int = 1,
+        bias: bool = False,
+        padding: str = "same",
+    ):
+        super().__init__(in_channels, out_channels, kernel_size, group, stride, bias, padding)
         n = self.group.order
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
         self.reset_parameters()
@@ -115,17 +170,17 @@ class GroupConv(_GroupConvBase):
     def filter_bank(self) -> torch.Tensor:
         """The ``(Cout |A|, Cin |A|, k, k)`` filters of one ``conv2d``."""
         k, n = self.kernel_size, self.group.order
-        bank = self.transform_relative(self.weight.flatten(-3), self.rel_index)  # (Cout, Cin, |A|, |A| k k)
+        bank = gather_relative(self.weight.flatten(-3), self.relative_position_index)  # (Cout, Cin, |A|, |A| k k)
         return bank.transpose(1, 2).reshape(self.out_channels * n, self.in_channels * n, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.in_channels, self.group, type(self).__name__)
-        check_exact_stride(x, self.stride, type(self).__name__)
+        self._check_grid(x)
         b, c, n, h, w = x.shape
         if self.kernel_size == 1 and self.stride == 1:  # 1x1 (E4 generator / encoder): one batched GEMM, no conv2d
             weight = self.filter_bank().view(self.out_channels * n, c * n)
             return self._finish(shared_weight_bmm(weight, x.reshape(b, c * n, h * w)).view(b, -1, h, w), b)
-        y = F.conv2d(x.reshape(b, c * n, h, w), self.filter_bank(), None, self.stride, self.kernel_size // 2)
+        y = F.conv2d(x.reshape(b, c * n, h, w), self.filter_bank(), None, self.stride, self._pad())
         return self._finish(y, b)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:

@@ -6,7 +6,7 @@ dynamic per-pixel kernels transformed per group element, and a depthwise spatial
 * ``N2(g) = {g (0, a) : a in A}`` -- the concatenation along the group's rotation/reflection part, in the order
   of :meth:`e4net.groups.Group.elements`. A linear map of that concatenation is a group 1x1 convolution
   (:class:`~e4net.nn.conv.GroupConv` with ``kernel_size=1``). ``concat="none"`` uses ``N2(g) = {g}`` instead:
-  the same linear map on every group slot (:class:`SlotwiseLinear`). Table 2 switches this for K and V.
+  the same linear map on every group slot (:class:`~e4net.nn.linear.SlotwiseLinear`). Table 2 switches this for K and V.
 * ``K~(x) = W2 ReLU(Norm(W1 x))`` (Sec. 4.1) with ``W1: C_in|A| -> C_in/r`` and ``W2: C_in/r -> s k^2``
   produces ``s`` k x k kernels per pixel and group element; output channel ``i`` uses slice ``i mod s``.
   ``Norm`` is per example by default (:class:`~e4net.nn.GroupInstanceNorm`, as in the authors' code, which uses a
@@ -32,52 +32,13 @@ from torch import nn
 from ..backends import aggregate, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
-from ._gemm import shared_weight_bmm
 from .aggregation import GroupAggregation
 from .conv import GroupConv
+from .linear import SlotwiseLinear
 from .norm import GroupBatchNorm, GroupInstanceNorm
 
 CONCAT_MODES = ("both", "kernel", "value", "none")
 GENERATOR_NORMS = ("instance", "batch")
-
-
-class SlotwiseLinear(nn.Module):
-    """The same linear map ``C_in -> C_out`` at every pixel and every group slot (``N2(g) = {g}``).
-
-    Equivariant because it commutes with every permutation of the group axis and of the pixels.
-    Params ``C_out C_in`` (+ ``C_out`` bias); MACs ``C_out C_in |A| h w``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
-        super().__init__()
-        self.in_channels = check_positive(in_channels, "in_channels", type(self).__name__)
-        self.out_channels = check_positive(out_channels, "out_channels", type(self).__name__)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        bound = math.sqrt(6.0 / self.in_channels)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
-        """``add_bias=False`` leaves the bias to the caller (E4Conv fuses it into the aggregation)."""
-        if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
-        b, c, n, h, w = x.shape
-        # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
-        y = shared_weight_bmm(self.weight, x.reshape(b, c, n * h * w))
-        if self.bias is not None and add_bias:
-            y = y.add_(self.bias.view(1, -1, 1))  # in place: the GEMM's backward does not need its output
-        return y.view(b, self.out_channels, n, h, w)
-
-    def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        return output[0].numel() * self.in_channels
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
 
 
 class E4Conv(GroupAggregation):
@@ -98,7 +59,8 @@ class E4Conv(GroupAggregation):
             :class:`~e4net.nn.GroupInstanceNorm`, the default) or ``"batch"`` (:class:`~e4net.nn.GroupBatchNorm`).
 
     An instance of :class:`~e4net.nn.aggregation.GroupAggregation` (Eq. 9 with ``H~ = K ⊙ V``, Eq. 11) with
-    ``N1(e) = Omega``: ``perm`` is its relative-position table (:meth:`GroupAggregation.relative_index`).
+    ``N1(e) = Omega``: the buffer ``relative_position_index`` is its relative-position table
+    (:meth:`e4net.groups.Group.relative_position_index` with ``over_group=False``).
     """
 
     def __init__(
@@ -146,7 +108,7 @@ class E4Conv(GroupAggregation):
         self.norm = norm(self.hidden_channels, self.group)
         self.span = SlotwiseLinear(self.hidden_channels, slices * k2, bias=True)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.register_buffer("perm", self.relative_index(), persistent=False)
+        self._register_relative_position_index()
         self.reset_parameters()
 
     @property
@@ -193,7 +155,7 @@ class E4Conv(GroupAggregation):
         v = self.value(x)
         kernels = self.generate_kernels(x, add_bias=False)
         kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
-        y = aggregate(v, kernels, self.perm, self.stride, self.backend, kernel_bias=kernel_bias)
+        y = aggregate(v, kernels, self.relative_position_index, self.stride, self.backend, kernel_bias=kernel_bias)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1, 1)
         return y
