@@ -69,8 +69,9 @@ def bench_aggregation(
     fwd_b, all_b = aggregation_bytes(case, batch_size, v.element_size())
     rows, fwds, fwdbwds = [], [], []
     for b in backends:
-        row = AggregationRow(KIND, case.name, backend_label("agg", b, device))
-        row.bytes_fwd_mb, row.bytes_fwdbwd_mb = fwd_b / 1e6, all_b / 1e6
+        row = AggregationRow(
+            KIND, case.name, backend_label("agg", b, device), bytes_fwd_mb=fwd_b / 1e6, bytes_fwdbwd_mb=all_b / 1e6
+        )
         if bandwidth_gbs:
             row.bound_fwd_ms = 1e3 * fwd_b / (bandwidth_gbs * 1e9)
             row.bound_fwdbwd_ms = 1e3 * all_b / (bandwidth_gbs * 1e9)

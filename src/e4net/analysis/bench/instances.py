@@ -80,14 +80,10 @@ def bench_instances(
     for name in layers:
         layer = INSTANCE_LAYERS[name](channels, kernel_size, group).to(device).train()
         c = count(layer, (channels, g.order, size, size))
-        row = InstanceRow(KIND, f"k={kernel_size}", name)
-        row.kernel_size, row.neighbourhood, row.params, row.macs = (
-            kernel_size,
-            layer.neighbourhood_size(),
-            c.params,
-            c.macs,
-        )
-        row.saved_mb = saved_bytes(layer, x) / 2**20
+        row = InstanceRow(
+            KIND, f"k={kernel_size}", name, kernel_size=kernel_size, neighbourhood=layer.neighbourhood_size(),
+            params=c.params, macs=c.macs, saved_mb=saved_bytes(layer, x) / 2**20,
+        )  # fmt: skip
         rows.append(row)
         runs.append(layer_runs(layer, x))
     measure(rows, [r[0] for r in runs], [r[1] for r in runs], repeats, device, memory_jobs, _ratios)

@@ -30,7 +30,8 @@ GCONV3 = "GroupConv k=3"
 
 
 def _ratios(rows: Sequence[Row]) -> None:
-    """The speedups against the reference backend (:func:`.rows.add_speedups`) and ``vs_gconv3`` = GroupConv k=3 fwd+bwd time / time (> 1: faster)."""
+    """The speedups against the reference backend (:func:`.rows.add_speedups`) and ``vs_gconv3`` = GroupConv k=3
+    fwd+bwd time / time (> 1: faster)."""
     add_speedups(rows, REFERENCE)
     add_ratio(rows, GCONV3, "fwdbwd_ms", "vs_gconv3", inverse=True)
 
