@@ -411,25 +411,3 @@ def test_bad_inputs_raise_value_errors() -> None:
 def test_bn_buffers_are_randomized_by_the_helper() -> None:
     bn = randomize(GroupBatchNorm(3, P4))
     assert not torch.equal(bn.running_mean, torch.zeros(3)) and not torch.equal(bn.running_var, torch.ones(3))
-
-
-# ---- the benchmark helper ------------------------------------------------------------------------------------------
-
-
-def test_aggregation_bench_runs_and_shows_the_quadratic_memory_of_attention() -> None:
-    from e4net.analysis.aggregation_bench import benchmark_aggregations, markdown_table
-
-    rows = benchmark_aggregations((1, 3), channels=4, size=6, batch=1, repeats=1, progress=False)
-    assert [(r.layer, r.kernel_size) for r in rows][:4] == [
-        ("GroupConv", 1),
-        ("E4Conv", 1),
-        ("GroupSelfAttention", 1),
-        ("AttentiveGroupConv", 1),
-    ]
-    gsa = {r.kernel_size: r for r in rows if r.layer == "GroupSelfAttention"}
-    assert gsa[3].neighbourhood == 9 * gsa[1].neighbourhood
-    assert gsa[3].saved_mb > 4 * gsa[1].saved_mb  # memory grows with |N(e)| (deterministic, not a timing)
-    table = markdown_table(rows)
-    assert table.count("\n") == len(rows) + 1 and "GroupSelfAttention" in table
-    with pytest.raises(ValueError, match="unknown layer"):
-        benchmark_aggregations((3,), layers=("Transformer",))

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from e4net.analysis import bench
+from e4net.analysis.bench import instances, measure, train_step
+from e4net.backends import check_backend
 from e4net.cli.main import main
 from e4net.nn import E4Conv, GlobalMaxPool, LiftingConv
 
@@ -106,16 +108,15 @@ class _Tiny(nn.Module):
 
 def test_train_suite_switches_every_e4_layer(monkeypatch):
     import e4net.models as models
-    import e4net.models.registry as registry
 
     class Spec:
         input_shape = (1, 9, 9)
 
     monkeypatch.setattr(models, "create_model", lambda name, **kw: _Tiny())
-    monkeypatch.setattr(registry, "model_spec", lambda name: Spec())
+    monkeypatch.setattr(models, "model_spec", lambda name: Spec())
     seen = []
-    orig = bench.set_backend
-    monkeypatch.setattr(bench, "set_backend", lambda m, b: seen.append(b) or orig(m, b))
+    orig = train_step.switch_backend
+    monkeypatch.setattr(train_step, "switch_backend", lambda m, b: seen.append(b) or orig(m, b))
     rows = bench.bench_train_step("tiny", ["reference", "auto"], 4, torch.device("cpu"), 1)
     assert seen == ["reference", "auto"]
     assert [r.impl for r in rows] == ["E4 reference", "E4 auto=numba"]
@@ -123,7 +124,7 @@ def test_train_suite_switches_every_e4_layer(monkeypatch):
         assert r.images_per_s == pytest.approx(4 / (r.fwdbwd_ms / 1e3))
     assert rows[0].ratios["speedup_vs_ref"] == pytest.approx(1.0)
     m = _Tiny()
-    assert bench.set_backend(m, "shift") == 1 and m.e4.backend == "shift"
+    assert bench.switch_backend(m, "shift") == 1 and m.e4.backend == "shift"
 
 
 def test_unknown_model_is_reported_not_fatal():
@@ -162,7 +163,7 @@ def test_timings_run_before_any_memory_measurement(small_layers, monkeypatch):
     """Peak memory needs a fixed 64 KiB mmap threshold, which slows allocation-heavy code: every timing of the run
     must be taken before the first memory measurement, and the memory ratios must still be filled in."""
     events: list[str] = []
-    real_times, real_peak = bench.median_times, bench.peak_memory_mb
+    real_times, real_peak = measure.median_times, measure.peak_memory_mb
 
     def times(*args, **kwargs):
         events.append("time")
@@ -172,8 +173,8 @@ def test_timings_run_before_any_memory_measurement(small_layers, monkeypatch):
         events.append("memory")
         return real_peak(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "median_times", times)
-    monkeypatch.setattr(bench, "peak_memory_mb", peak)
+    monkeypatch.setattr(measure, "median_times", times)
+    monkeypatch.setattr(measure, "peak_memory_mb", peak)
     res = bench.run_benchmarks(
         suites=["layers"], layer_sets=["e4net"], backends=["reference", "auto"], batch_size=2, repeats=1,
         progress=False,
@@ -182,3 +183,119 @@ def test_timings_run_before_any_memory_measurement(small_layers, monkeypatch):
     assert events.index("memory") > len(events) - 1 - events[::-1].index("time")
     fast = next(r for r in res["rows"] if r["suite"] == "layers" and r["impl"].startswith("E4 auto"))
     assert fast["peak_mb"] is not None and "mem_vs_ref" in fast["ratios"]
+
+
+# ---- the suite registry -------------------------------------------------------------------------------------------
+
+# Every suite at a tiny size (a new suite adds its own small options here).
+TINY = {
+    "backends": ["reference", "auto"],
+    "batch_size": 1,
+    "repeats": 1,
+    "layer_sets": ["e4net"],
+    "models": ["e4net"],
+    "instance_kernel_sizes": [1, 3],
+    "instance_channels": 4,
+    "instance_size": 6,
+    "instance_batch_size": 1,
+}
+
+
+@pytest.mark.parametrize("name", list(bench.SUITES))
+def test_every_suite_runs_small_with_ratios_against_its_baseline(name, small_layers):
+    suite = bench.get_suite(name)
+    res = bench.run_benchmarks(suites=[name], progress=False, **TINY)
+    assert res["rows"] and {r["suite"] for r in res["rows"]} == set(suite.baselines)
+    for kind, (key, baseline) in suite.baselines.items():
+        rows = [r for r in res["rows"] if r["suite"] == kind]
+        for case in {r["case"] for r in rows}:
+            of_case = [r for r in rows if r["case"] == case]
+            (base,) = [r for r in of_case if r["impl"] == baseline]
+            assert base["ratios"][key] == pytest.approx(1.0)
+            for r in of_case:
+                assert not r["note"] and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and key in r["ratios"]
+    md = bench.to_markdown(res)
+    assert md.startswith("Device: ") and all(f"| {b} " in md for _, b in suite.baselines.values())
+    plain = bench.render(res, "plain")
+    assert "|---" not in plain and all(b in plain for _, b in suite.baselines.values())
+
+
+def test_unknown_suite_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown suite 'nope'; choose from layers, train, instances"):
+        bench.run_benchmarks(suites=["layers", "nope"], progress=False)
+    with pytest.raises(ValueError, match="unknown suite"):
+        bench.get_suite("models ")
+
+
+def test_list_suites_and_help_document_every_flag(capsys):
+    assert main(["bench", "--list-suites"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == list(bench.SUITES)
+    from e4net.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["bench"]
+    for action in sub._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+def test_config_defaults_name_what_the_suites_know():
+    cfg = bench.BenchConfig()
+    assert cfg.layer_sets == tuple(bench.LAYER_SETS) and cfg.instance_layers == tuple(bench.INSTANCE_LAYERS)
+    assert set(cfg.suites) <= set(bench.SUITES)
+    assert bench.BenchConfig(suites="layers,train").suites == ("layers", "train")
+
+
+def test_backends_are_set_through_set_backend(monkeypatch):
+    """A backend reaches the layers and models through e4net.nn.set_backend: check_backend's error, unchanged."""
+    with pytest.raises(ValueError) as want:
+        check_backend("fastest")
+    case = bench.LayerCase("t", "p4", 2, 3, 1, 1, 5)
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match=str(want.value)):
+        bench.bench_layer(case, ["fastest"], 1, cpu, 1)
+    with pytest.raises(ValueError, match=str(want.value)):
+        bench.bench_train_step("e4net", ["fastest"], 1, cpu, 1)
+    import e4net.analysis.bench.layers as layers
+
+    seen = []
+    real = layers.set_backend
+    monkeypatch.setattr(layers, "set_backend", lambda m, b: seen.append(b) or real(m, b))
+    bench.bench_layer(case, ["shift", "auto"], 1, cpu, 1)
+    assert seen == ["shift", "auto"]
+
+
+def test_aggregation_instances_show_the_quadratic_memory_of_attention():
+    """GroupConv, E4Conv, self-attention and the attentive conv (instances of Eq. 9) side by side."""
+    res = bench.run_benchmarks(
+        suites=["instances"], instance_kernel_sizes=[1, 3], instance_channels=4, instance_size=6,
+        instance_batch_size=1, repeats=1, progress=False,
+    )  # fmt: skip
+    rows = res["rows"]
+    assert [(r["impl"], r["kernel_size"]) for r in rows][:4] == [
+        ("GroupConv", 1),
+        ("E4Conv", 1),
+        ("GroupSelfAttention", 1),
+        ("AttentiveGroupConv", 1),
+    ]
+    gsa = {r["kernel_size"]: r for r in rows if r["impl"] == "GroupSelfAttention"}
+    assert gsa[3]["neighbourhood"] == 9 * gsa[1]["neighbourhood"]
+    assert gsa[3]["saved_mb"] > 4 * gsa[1]["saved_mb"]  # memory grows with |N(e)| (deterministic, not a timing)
+    table = instances.instances_table(rows).markdown()
+    assert table.count("\n") == len(rows) + 1 and "GroupSelfAttention" in table
+    with pytest.raises(ValueError, match="unknown layer"):
+        bench.run_benchmarks(suites=["instances"], instance_layers=["Transformer"], progress=False)
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--instance-layers", "Transformer"], "unknown layer"),
+        (["--instance-kernel-sizes", "3,4"], "odd and positive"),
+        (["--instance-channels", "0"], "must be positive"),
+        (["--train-batch-size", "0"], "must be positive"),
+    ],
+)
+def test_cli_bad_suite_options_one_line_error(argv, msg, capsys):
+    assert main(["bench", "--no-progress", "--suites", "instances", *argv]) == 1
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,11 +1,14 @@
-"""Analysis tools: parameter / MAC accounting, equivariance measurements, and the comparison of the models'
-live counts with the paper's Tables 1-4 (:mod:`.paper_table`, ``e4net models``)."""
+"""Analysis tools: parameter / MAC accounting, equivariance and invariance measurements, the comparison of the
+models' live counts with the paper's Tables 1-4 (:mod:`.paper_table`, ``e4net models``) and the benchmark harness
+(:mod:`.bench`, ``e4net bench``)."""
 
+from .bench import BenchConfig, run_benchmarks
 from .count import Count, count
 from .equivariance import act, equivariance_error, max_equivariance_error, randomize_
 from .paper_table import TableRow, format_markdown, format_table, model_table
 
 __all__ = [
+    "BenchConfig",
     "Count",
     "count",
     "act",
@@ -16,4 +19,5 @@ __all__ = [
     "model_table",
     "format_table",
     "format_markdown",
+    "run_benchmarks",
 ]

@@ -1,4 +1,4 @@
-"""``e4net bench``: wall-clock benchmark of the E4 layer and of train steps (see :mod:`e4net.analysis.bench`)."""
+"""``e4net bench``: the benchmark suites of :mod:`e4net.analysis.bench` from the command line."""
 
 from __future__ import annotations
 
@@ -6,62 +6,120 @@ import argparse
 import json
 from pathlib import Path
 
+from ..analysis.bench import INSTANCE_LAYERS, LAYER_SETS, SUITES, BenchConfig, render, run_benchmarks, to_markdown
+from ..analysis.bench.table import STYLES
+from ..backends import available_backends
+
+_DEFAULT = BenchConfig()
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+
+
+def _joined(values: tuple) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
-        help="time E4 layers and train steps against the unfold reference and GroupConv (same run)",
+        help="time E4 layers, train steps and the Eq. 9 instances against baselines measured in the same run",
         description=(
             "Time the E4 layer (Eq. 12) with the unfold 'reference' backend and the fast backend(s), next to a "
-            "GroupConv (Eq. 5) of the same width with k=3 and with the same k, and whole train steps; prints "
-            "medians of several repeats, peak memory and ratios measured in the same run, as markdown tables."
+            "GroupConv (Eq. 5) of the same width with k=3 and with the same k (layers), whole train steps (train), "
+            "and the layers that are instances of Eq. 9 side by side (instances); prints medians of several "
+            "repeats, peak memory and ratios against a baseline measured in the same run, as tables."
         ),
     )
-    p.add_argument("--device", default="cpu", help="torch device to run on: cpu or cuda[:N] (default: %(default)s)")
     p.add_argument(
-        "--suites", type=_csv, default="layers,train", help="comma list of suites: layers, train (default: %(default)s)"
+        "--device", default=_DEFAULT.device, help="torch device to run on: cpu or cuda[:N] (default: %(default)s)"
     )
     p.add_argument(
-        "--layer-sets", type=_csv, default="e4net,resnet",
-        help="comma list of layer shapes for the layers suite: e4net (28/14/7 px) and resnet (E4R18, 32-4 px, p4 and p4m) "
+        "--suites", type=_csv, default=_joined(_DEFAULT.suites),
+        help=f"comma list of suites to run: {', '.join(SUITES)} (see --list-suites) (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--list-suites", action="store_true", help="print the suites with what each measures, and exit")
+    p.add_argument(
+        "--backends", type=_csv, default=_joined(_DEFAULT.backends),
+        help=f"comma list of aggregation backends to compare, from {', '.join(available_backends())}; 'reference' "
+        "is the baseline of the ratios, 'auto' is what E4Conv picks on the device (numba on CPU, triton on CUDA) "
         "(default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
-        "--models",
-        type=_csv,
-        default="e4net,p4m-e4r18",
-        help="comma list of registered models for the train suite (default: %(default)s)",
-    )
-    p.add_argument(
-        "--backends", type=_csv, default="reference,auto",
-        help="comma list of aggregation backends to compare; 'reference' is the baseline of the ratios, "
-        "'auto' is what E4Conv picks on the device (numba on CPU, triton on CUDA) (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=128, help="batch size of the layers suite (default: %(default)s)")
-    p.add_argument(
-        "--train-batch-size", type=int, default=None, help="batch size of the train suite (default: --batch-size)"
-    )
-    p.add_argument(
-        "--repeats",
+        "--batch-size",
         type=int,
-        default=5,
-        help="timed runs per measurement (after one warm-up); the median is reported (default: %(default)s)",
+        default=_DEFAULT.batch_size,
+        help="batch size of the layers suite (default: %(default)s)",
     )
     p.add_argument(
-        "--bandwidth", type=float, default=None,
+        "--repeats", type=int, default=_DEFAULT.repeats,
+        help="timed runs per measurement (after one warm-up); the median is reported (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="torch (and numba) CPU threads (default: torch's default)")
+    layers = p.add_argument_group("layers suite")
+    layers.add_argument(
+        "--layer-sets", type=_csv, default=_joined(_DEFAULT.layer_sets),
+        help=f"comma list of layer shapes, from {', '.join(LAYER_SETS)}: e4net (28/14/7 px) and resnet (E4R18, "
+        "32-4 px, p4 and p4m) (default: %(default)s)",
+    )  # fmt: skip
+    layers.add_argument(
+        "--bandwidth", type=float, default=_DEFAULT.bandwidth_gbs,
         help="device memory bandwidth in GB/s for the aggregation's bandwidth bound "
         "(default: looked up from the GPU name, e.g. 4800 for an H200; none on CPU)",
     )  # fmt: skip
-    p.add_argument("--threads", type=int, default=None, help="torch (and numba) CPU threads (default: torch's default)")
-    p.add_argument(
+    train = p.add_argument_group("train suite")
+    train.add_argument(
+        "--models", type=_csv, default=_joined(_DEFAULT.models),
+        help="comma list of registered models (see `e4net models`) (default: %(default)s)",
+    )  # fmt: skip
+    train.add_argument(
+        "--train-batch-size", type=int, default=_DEFAULT.train_batch_size,
+        help="batch size of the train suite (default: --batch-size)",
+    )  # fmt: skip
+    inst = p.add_argument_group("instances suite (GroupConv, E4Conv, self-attention, attentive conv as Eq. 9)")
+    inst.add_argument(
+        "--instance-layers", type=_csv, default=_joined(_DEFAULT.instance_layers),
+        help=f"comma list of layers, from {', '.join(INSTANCE_LAYERS)}; GroupConv is the baseline of the ratios "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    inst.add_argument(
+        "--instance-kernel-sizes", type=_csv_ints, default=_joined(_DEFAULT.instance_kernel_sizes),
+        help="comma list of odd spatial kernel sizes k (default: %(default)s)",
+    )  # fmt: skip
+    inst.add_argument(
+        "--instance-channels", type=int, default=_DEFAULT.instance_channels,
+        help="input = output fields C (default: %(default)s)",
+    )  # fmt: skip
+    inst.add_argument(
+        "--instance-size", type=int, default=_DEFAULT.instance_size,
+        help="spatial size H = W of the input (default: %(default)s)",
+    )  # fmt: skip
+    inst.add_argument(
+        "--instance-batch-size", type=int, default=_DEFAULT.instance_batch_size,
+        help="batch size (default: %(default)s)",
+    )  # fmt: skip
+    inst.add_argument(
+        "--instance-group", choices=["p4", "p4m"], default=_DEFAULT.instance_group,
+        help="the group (default: %(default)s)",
+    )  # fmt: skip
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--format", choices=STYLES, default="markdown",
+        help="how the tables are printed: markdown or aligned plain text (default: %(default)s)",
+    )  # fmt: skip
+    out.add_argument(
         "--json", type=Path, default=None, help="also write the full results (machine, config, rows) to this JSON file"
     )
-    p.add_argument("--markdown", type=Path, default=None, help="also write the markdown tables to this file")
-    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    out.add_argument("--markdown", type=Path, default=None, help="also write the markdown tables to this file")
+    out.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     p.set_defaults(func=run)
     return p
 
@@ -69,8 +127,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..analysis.bench import run_benchmarks, to_markdown
-
+    if args.list_suites:
+        for name, suite in SUITES.items():
+            print(f"{name}: {suite.summary}")
+        return 0
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be positive, got {args.threads}")
@@ -78,22 +138,27 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.json, args.markdown):
         if path is not None and not path.parent.exists():
             raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    result = run_benchmarks(
+    config = BenchConfig(
         suites=args.suites,
         device=args.device,
         backends=args.backends,
-        layer_sets=args.layer_sets,
-        models=args.models,
         batch_size=args.batch_size,
-        train_batch_size=args.train_batch_size,
         repeats=args.repeats,
-        progress=not args.no_progress,
+        layer_sets=args.layer_sets,
         bandwidth_gbs=args.bandwidth,
+        models=args.models,
+        train_batch_size=args.train_batch_size,
+        instance_layers=args.instance_layers,
+        instance_kernel_sizes=args.instance_kernel_sizes,
+        instance_channels=args.instance_channels,
+        instance_size=args.instance_size,
+        instance_batch_size=args.instance_batch_size,
+        instance_group=args.instance_group,
     )
-    text = to_markdown(result)
-    print(text)
+    result = run_benchmarks(config, progress=not args.no_progress)
+    print(render(result, args.format))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
+        args.markdown.write_text(to_markdown(result) + "\n")
     return 0

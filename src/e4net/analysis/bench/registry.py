@@ -1,0 +1,16 @@
+"""The suites ``e4net bench`` knows, by name, in the order they run and are reported."""
+
+from __future__ import annotations
+
+from . import instances, layers, train_step
+from .suite import Suite
+
+SUITES: dict[str, Suite] = {s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE)}
+
+
+def get_suite(name: str) -> Suite:
+    """The registered suite ``name``; a ValueError naming the known suites otherwise."""
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise ValueError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}") from None
