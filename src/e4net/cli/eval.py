@@ -60,7 +60,7 @@ def invariance_error(model: torch.nn.Module, x: torch.Tensor, group, batch_size:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data._files import install_plain_warnings
+    from ..io import install_plain_warnings
 
     install_plain_warnings()
     from .. import groups

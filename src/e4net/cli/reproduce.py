@@ -177,7 +177,7 @@ def plot_fig2(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data._files import install_plain_warnings
+    from ..io import install_plain_warnings
 
     install_plain_warnings()
     from ..errors import E4NetError

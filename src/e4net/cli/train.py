@@ -176,7 +176,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data._files import install_plain_warnings
+    from ..io import install_plain_warnings
 
     install_plain_warnings()
     from ..train.loop import train

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data._files import atomic_write_bytes
 from ..errors import E4NetError
+from ..io import atomic_write_bytes
 
 FORMAT = "e4net-checkpoint-v1"
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DataSet, load_dataset
-from ..data._files import atomic_write_bytes
 from ..data.loader import BatchLoader
 from ..errors import E4NetError
+from ..io import atomic_write_bytes
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .recipes import Recipe, lr_at, recipe_for
