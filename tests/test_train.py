@@ -264,7 +264,7 @@ def test_cuda_amp_channels_last_run(tmp_path):
 
 
 def test_non_finite_values_are_written_as_null(tmp_path):
-    from e4net.train.loop import _append_jsonl, _write_json
+    from e4net.io import append_jsonl as _append_jsonl, write_json as _write_json
 
     _append_jsonl(tmp_path / "m.jsonl", {"test_loss": float("nan"), "x": [1.0, float("inf")]})
     _write_json(tmp_path / "s.json", {"test_loss": float("nan")})

@@ -14,7 +14,14 @@ learning rate is stepped per iteration at ``round(m * steps_per_epoch)``, so a s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -59,3 +66,14 @@ def recipe_for(dataset: str) -> Recipe:
 def lr_at(step: int, base_lr: float, milestone_steps: list[int], gamma: float) -> float:
     """The step schedule: ``base_lr * gamma ** (number of milestones <= step)``."""
     return base_lr * gamma ** sum(1 for m in milestone_steps if step >= m)
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The run's optimiser over the trainable ``params``: Adam (rot-MNIST, digits) or SGD (CIFAR), with the
+    settings of ``cfg`` (resolved: the recipe's unless overridden)."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
