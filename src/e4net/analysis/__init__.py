@@ -2,5 +2,9 @@
 
 from .count import Count, count
 from .equivariance import act, equivariance_error, max_equivariance_error, randomize_
+from .invariance import invariance_error, max_invariance_error
 
-__all__ = ["Count", "count", "act", "equivariance_error", "max_equivariance_error", "randomize_"]
+__all__ = [
+    "Count", "count", "act", "equivariance_error", "max_equivariance_error", "randomize_", "invariance_error",
+    "max_invariance_error",
+]  # fmt: skip
