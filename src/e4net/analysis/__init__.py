@@ -1,4 +1,4 @@
-"""Analysis tools: parameter / MAC accounting and equivariance measurements."""
+"""Analysis tools: parameter / MAC accounting, equivariance and invariance measurements, reports of grids of runs."""
 
 from .count import Count, count
 from .equivariance import act, equivariance_error, max_equivariance_error, randomize_
