@@ -285,7 +285,7 @@ class Trainer:
         )  # fmt: skip
         if self.ctx.is_main:
             append_jsonl(self.out / METRICS, line)
-            save_checkpoint(self.ckpt_path, self._checkpoint_state(None))
+            self.write_checkpoint(None)
         self.last_ckpt_step = self.step
         self.log(epoch_message(line, self.cfg.epochs))
 
@@ -294,7 +294,7 @@ class Trainer:
     def pause(self) -> dict[str, Any]:
         """Stop at ``--max-steps``: checkpoint this step (with the interrupted epoch's sums) unless saved already."""
         if self.last_ckpt_step != self.step and self.ctx.is_main:
-            save_checkpoint(self.ckpt_path, self._checkpoint_state(self.partial))
+            self.write_checkpoint(self.partial)
         self.last_ckpt_step = self.step
         self.log(f"stopped at step {self.step} (--max-steps); continue with: e4net train --out {self.out} --resume")
         return {"status": "paused", "step": self.step, "epoch": self.epoch, "out": str(self.out)}
@@ -311,9 +311,11 @@ class Trainer:
             )
         return summary
 
-    def _checkpoint_state(self, partial: dict[str, Any] | None) -> dict[str, Any]:
-        return checkpoint_state(self.cfg, self.data, self.model, self.opt, self.counts, epoch=self.epoch,
-                                step=self.step, seconds=self.seconds, partial=partial, last_eval=self.last_eval)  # fmt: skip
+    def write_checkpoint(self, partial: dict[str, Any] | None) -> None:
+        """Save ``OUT/checkpoint.pt`` atomically (``partial``: the sums of an epoch stopped midway)."""
+        state = checkpoint_state(self.cfg, self.data, self.model, self.opt, self.counts, epoch=self.epoch,
+                                 step=self.step, seconds=self.seconds, partial=partial, last_eval=self.last_eval)  # fmt: skip
+        save_checkpoint(self.ckpt_path, state)
 
 
 def _load_data(cfg: TrainConfig, ctx: D.DistContext) -> DataSet:
