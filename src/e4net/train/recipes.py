@@ -16,12 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -68,12 +64,12 @@ def lr_at(step: int, base_lr: float, milestone_steps: list[int], gamma: float) -
     return base_lr * gamma ** sum(1 for m in milestone_steps if step >= m)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The run's optimiser over the trainable ``params``: Adam (rot-MNIST, digits) or SGD (CIFAR), with the
-    settings of ``cfg`` (resolved: the recipe's unless overridden)."""
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], name: str, *, lr: float, weight_decay: float, momentum: float, nesterov: bool
+) -> torch.optim.Optimizer:
+    """The optimiser ``name`` over the trainable ``params``: ``"adam"`` (rot-MNIST, digits; ``momentum`` and
+    ``nesterov`` unused) or ``"sgd"`` (CIFAR)."""
     params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-    )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

@@ -139,7 +139,9 @@ class Trainer:
         model.to(device)
         if cfg.channels_last and device.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        return cls(cfg, ctx, log, data, model, counts, make_optimizer(model.parameters(), cfg), amp, checkpoint)
+        opt = make_optimizer(model.parameters(), cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             momentum=cfg.momentum, nesterov=cfg.nesterov)  # fmt: skip
+        return cls(cfg, ctx, log, data, model, counts, opt, amp, checkpoint)
 
     # ---- 2. resume ----------------------------------------------------------------------------------------------
 
