@@ -22,7 +22,6 @@ from e4net.data import (
     BatchLoader,
     DataError,
     Split,
-    _files,
     cifar,
     digits,
     load_dataset,
@@ -341,19 +340,6 @@ def test_download_failure_is_one_clear_error(tmp_path, monkeypatch, http_root):
     with pytest.raises(DataError, match="could not download"):
         load_dataset("mnist-rot", tmp_path, download=True)
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*part"))
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "f.bin"
-    target.write_bytes(b"old")
-
-    def boom(f):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        _files.atomic_write_bytes(target, boom)
-    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
 # ---- the replicas in ../shared/data ----------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_tiny_fig2_grid(tmp_path, capsys, tiny_fig2, monkeypatch):
     png = (out / "fig2.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # A second invocation reuses every finished run: nothing is trained again.
-    monkeypatch.setattr("e4net.train.loop.train", lambda cfg: pytest.fail("re-trained a finished run"))
+    monkeypatch.setattr("e4net.train.reproduce.train", lambda cfg: pytest.fail("re-trained a finished run"))
     assert main(argv) == 0
     assert (out / "fig2.md").read_text() == md
 

@@ -261,12 +261,3 @@ def test_cli_bad_values(tmp_path, capsys):
 def test_cuda_amp_channels_last_run(tmp_path):
     s = train(_cfg(tmp_path / "run", device="cuda", channels_last=True))
     assert s["device"].startswith("cuda") and s["amp"] is True and s["test_error"] is not None
-
-
-def test_non_finite_values_are_written_as_null(tmp_path):
-    from e4net.train.loop import _append_jsonl, _write_json
-
-    _append_jsonl(tmp_path / "m.jsonl", {"test_loss": float("nan"), "x": [1.0, float("inf")]})
-    _write_json(tmp_path / "s.json", {"test_loss": float("nan")})
-    assert json.loads((tmp_path / "m.jsonl").read_text()) == {"test_loss": None, "x": [1.0, None]}
-    assert json.loads((tmp_path / "s.json").read_text()) == {"test_loss": None}

@@ -1,9 +1,9 @@
 """``e4net eval CHECKPOINT``: test error, params, MACs and the measured invariance error of a trained model.
 
-The invariance error is the largest change of the predicted class probabilities when the test images are
-transformed by an element of the model's group (:meth:`e4net.groups.Group.act_on_signal`), over all elements and
-images: ``max_{g, x, c} |softmax(f(T_g x))_c - softmax(f(x))_c|``. An exactly invariant model (Sec. 3-4) gives
-float round-off; a plain CNN gives a large value.
+The model comes from :func:`e4net.train.load_trained` (with its training run's input normalisation), the test
+error from :func:`e4net.train.evaluate`, the invariance error from :func:`e4net.analysis.invariance_error`: the
+largest change of the predicted class probabilities when the test images are transformed by an element of the
+model's group. An exactly invariant model (Sec. 3-4) gives float round-off; a plain CNN gives a large value.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
 
 from .train import add_data_arguments
 
@@ -44,76 +42,55 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-@torch.no_grad()
-def invariance_error(model: torch.nn.Module, x: torch.Tensor, group, batch_size: int = 256) -> dict[str, float]:
-    """``{element name: max |p(T_g x) - p(x)|}`` for every element ``g`` of ``group`` (``x`` prepared inputs)."""
-    model.eval()
-    out = {group.element_name(g): 0.0 for g in group.elements()}
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        p0 = model(xb).float().softmax(-1)
-        for g in group.elements():
-            pg = model(group.act_on_signal(xb, g)).float().softmax(-1)
-            name = group.element_name(g)
-            out[name] = max(out[name], float((pg - p0).abs().max()))
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..data._files import install_plain_warnings
+    from ..io import install_plain_warnings
 
     install_plain_warnings()
     from .. import groups
-    from ..analysis import count
+    from ..analysis import count, invariance_error
     from ..data import load_dataset
-    from ..data.loader import BatchLoader
     from ..errors import E4NetError
     from ..models import model_spec
-    from ..train.checkpoint import CheckpointError, load_checkpoint, load_model_state
+    from ..train import evaluate, load_trained
     from ..train.distributed import resolve_device
-    from ..train.loop import build_model, evaluate
 
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    ckpt = load_checkpoint(path)
-    name = ckpt["model"]
-    if args.model and args.model != name:
-        raise CheckpointError(f"{path} is a checkpoint of model {name!r}, not {args.model!r}")
-    cfg = ckpt.get("config", {})
-    dataset = args.dataset or ckpt["dataset"]
+    trained = load_trained(args.checkpoint, model=args.model)
+    path, name = trained.source, trained.name
+    dataset = args.dataset or trained.dataset
     data = load_dataset(
         dataset,
-        args.data_root or cfg.get("data_root"),
+        args.data_root or trained.config.get("data_root"),
         download=args.download,
         verify=args.verify,
         checksum=args.checksum,
     )
-    if data.num_classes != ckpt["num_classes"]:
+    if data.num_classes != trained.num_classes:
         raise E4NetError(
-            f"{path} was trained for {ckpt['num_classes']} classes ({ckpt['dataset']}); {dataset} has {data.num_classes}"
+            f"{path} was trained for {trained.num_classes} classes ({trained.dataset}); {dataset} has {data.num_classes}"
         )
-    norm = ckpt.get("normalisation")
-    if norm and ckpt["dataset"] == dataset:  # the training statistics the model was trained with
-        data.scale, data.mean, data.std = norm["scale"], norm["mean"], norm["std"]
-    model = build_model(name, data.num_classes, ckpt.get("model_args", {}), data.input_shape)
-    load_model_state(model, ckpt["model_state"], str(path), name)
+    if tuple(data.input_shape) != tuple(trained.input_shape):
+        raise E4NetError(
+            f"{path} was trained on {trained.dataset} inputs {tuple(trained.input_shape)}, but {dataset} gives "
+            f"{tuple(data.input_shape)}"
+        )
+    prepare = trained.prepare_for(data)  # the training run's normalisation when it is the same data set
+    model = trained.model
     counts = count(model, data.input_shape)
     device = resolve_device(args.device)
-    model.to(device).eval()
+    model.to(device)
     test = data.test.to(device)
-    res = evaluate(model, data, test, batch_size=args.batch_size, device=device, limit=args.limit_test_batches)
+    res = evaluate(
+        model, test, prepare=prepare, batch_size=args.batch_size, device=device, limit=args.limit_test_batches
+    )
     group_name = model_spec(name).group or "p4"
     group = groups.get(group_name)
     n_eval = res["n"] if not args.invariance_images else min(res["n"], args.invariance_images)
-    loader = BatchLoader(test, len(test), shuffle=False, prepare=data.prepare)
-    x = next(iter(loader.batches(0)))[0][:n_eval]
-    inv = invariance_error(model, x, group, args.batch_size)
+    inv = invariance_error(model, prepare(test.x[:n_eval]), group, args.batch_size)
     result = {
         "checkpoint": str(path),
         "model": name,
         "dataset": dataset,
-        "epoch": ckpt["epoch"],
+        "epoch": trained.epoch,
         "test_error": res["error"],
         "test_loss": res["loss"],
         "test_images": res["n"],
@@ -124,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "invariance_error_by_element": inv,
         "invariance_images": n_eval,
     }
-    print(f"model            {name} ({path}, epoch {ckpt['epoch']})")
+    print(f"model            {name} ({path}, epoch {trained.epoch})")
     print(f"test error       {res['error']:.2f}%  ({res['n']} {dataset} test images, loss {res['loss']:.4f})")
     print(f"params           {counts.params:,}")
     print(f"MACs             {counts.macs:,}")

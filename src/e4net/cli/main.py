@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command in COMPUTE_COMMANDS and os.environ.get("E4NET_MALLOC_TUNING", "1") != "0":
-        from .._memory import tune_cpu_allocator
+        from .. import tune_cpu_allocator
 
         tune_cpu_allocator()
     try:

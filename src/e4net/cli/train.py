@@ -140,7 +140,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ..train.loop import TrainConfig
+    from ..train import TrainConfig
 
     return TrainConfig(
         model=args.model,
@@ -176,10 +176,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data._files import install_plain_warnings
+    from ..io import install_plain_warnings
 
     install_plain_warnings()
-    from ..train.loop import train
+    from ..train import train
 
     summary = train(config_from_args(args))
     if summary.get("status") == "completed":

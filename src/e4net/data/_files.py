@@ -1,4 +1,5 @@
-"""File plumbing for the data sets: checksums, downloads (atomic), a binary cache keyed by the source file.
+"""File plumbing for the data sets: checksums, downloads (atomic), a binary cache keyed by the source file, zip
+reading. The general helpers (atomic writes, plain warnings) are in :mod:`e4net.io`.
 
 * :func:`file_digest` -- md5 / sha1 / sha256 of a file, streamed.
 * :func:`verify_file` -- compare against the official checksum (or a user-supplied one); refuse or warn.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import E4NetError
+from ..io import PlainWarning, atomic_write_bytes
 
 CACHE_VERSION = 1
 
@@ -33,24 +34,9 @@ class DataError(E4NetError):
     """A data file is missing, corrupt or not the expected one."""
 
 
-class DataWarning(UserWarning):
-    """A data file is used although it is not the official one (or was not verified)."""
-
-
-def install_plain_warnings() -> None:
-    """Show :class:`DataWarning` as one plain line on stderr (the CLI's style) instead of Python's warning format."""
-    if getattr(warnings.showwarning, "_e4net_plain", False):
-        return
-    original = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DataWarning):
-            print(str(message), file=sys.stderr)
-        else:
-            original(message, category, filename, lineno, file, line)
-
-    show._e4net_plain = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+class DataWarning(PlainWarning):
+    """A data file is used although it is not the official one (or was not verified); the CLI shows it as one
+    plain line (:func:`e4net.io.install_plain_warnings`)."""
 
 
 def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
@@ -116,25 +102,6 @@ def verify_file(
 
 def _warn(msg: str) -> None:
     warnings.warn(DataWarning(msg), stacklevel=3)
-
-
-def atomic_write_bytes(path: Path, writer: Callable[[object], None]) -> None:
-    """Write a file atomically: ``writer(fileobj)`` into a temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def download(url: str, dest: Path, expected_md5: str, *, verify: bool = True, checksum: str | None = None) -> Path:

@@ -40,9 +40,6 @@ SPECS = {
     },
 }
 
-# Per-channel means and standard deviations of the CIFAR training sets (pixels in [0, 1]); recomputed from the
-# loaded training split at run time (see ``e4net.data.load_dataset``), these are only for reference.
-
 
 def _unpickle(raw: bytes, name: str) -> dict:
     try:
@@ -104,7 +101,6 @@ def load(
                     raise DataError(f"{source} is incomplete: {n} is missing")
                 return p.read_bytes()
 
-            files = None
         else:
             try:
                 tf = tarfile.open(source, "r:gz")

@@ -20,7 +20,9 @@ class BatchLoader:
         batch_size: the *global* batch size (split across ``world_size`` ranks).
         shuffle: a new seeded permutation every epoch; else the stored order.
         limit: at most this many batches per epoch (smoke tests).
-        timer: when given, ``timer[0]`` accumulates the seconds spent producing batches (data wait).
+
+    ``data_seconds`` accumulates the seconds spent producing batches (the data wait); set it to 0 to time one
+    epoch.
     """
 
     def __init__(

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data._files import atomic_write_bytes
 from ..errors import E4NetError
+from ..io import atomic_write_bytes
 
 FORMAT = "e4net-checkpoint-v1"
 
@@ -45,6 +45,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an e4net checkpoint (expected format {FORMAT!r})")
     return ckpt
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random`` (the model's initialisation)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def rng_state() -> dict[str, Any]:

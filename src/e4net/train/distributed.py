@@ -73,13 +73,6 @@ def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
     return t.tolist()
 
 
-def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
-    """True on every rank if ``flag`` is True on any rank."""
-    if not ctx.distributed:
-        return flag
-    return all_reduce_sum([1.0 if flag else 0.0], ctx)[0] > 0
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

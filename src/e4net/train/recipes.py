@@ -14,7 +14,10 @@ learning rate is stepped per iteration at ``round(m * steps_per_epoch)``, so a s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,14 @@ def recipe_for(dataset: str) -> Recipe:
 def lr_at(step: int, base_lr: float, milestone_steps: list[int], gamma: float) -> float:
     """The step schedule: ``base_lr * gamma ** (number of milestones <= step)``."""
     return base_lr * gamma ** sum(1 for m in milestone_steps if step >= m)
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], name: str, *, lr: float, weight_decay: float, momentum: float, nesterov: bool
+) -> torch.optim.Optimizer:
+    """The optimiser ``name`` over the trainable ``params``: ``"adam"`` (rot-MNIST, digits; ``momentum`` and
+    ``nesterov`` unused) or ``"sgd"`` (CIFAR)."""
+    params = [p for p in params if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
