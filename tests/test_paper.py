@@ -128,33 +128,6 @@ def test_errors_by_data_set_and_immutability():
     assert PaperRow("table1", "x", "e4net", 1.0, 2.0).name == "e4net"
 
 
-# ---- layering -----------------------------------------------------------------------------------------------------
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, anywhere in it (lazy imports inside functions included), relative ones as
-    written (``..analysis`` -> ``..analysis``)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = "." * node.level + (node.module or "")
-            out |= {base} if node.module else {f"{base}{a.name}" for a in node.names}
-    return out
-
-
-def test_paper_imports_nothing_from_e4net():
-    assert not {m for m in _imports(PAPER_PY) if m.startswith((".", "e4net"))}
-
-
-def test_models_import_no_higher_layer_and_the_registry_no_family():
-    for f in (SRC / "models").glob("*.py"):
-        bad = {m for m in _imports(f) if re.match(r"(\.\.|e4net\.)(analysis|train|cli)\b", m)}
-        assert not bad, (f.name, bad)
-    families = {".mnist", ".resnet", ".attention", "._families"}
-    assert not _imports(SRC / "models" / "registry.py") & families
-    assert not (SRC / "models" / "_families.py").exists()
-
-
 # ---- docs/models.md -------------------------------------------------------------------------------------------------
 _BEGIN, _END = "<!-- BEGIN e4net models --markdown -->\n", "\n<!-- END e4net models --markdown -->"
 
