@@ -372,15 +372,21 @@ def test_r18_is_the_standard_cifar_resnet18():
 
 
 def test_p4_r18_macs_by_hand():
-    """Group convs cost C'|A| C|A| k^2 h'w'; downsampling convs run at stride 1 on the larger map, then 2x2 pooling."""
+    """Group convs cost C'|A| C|A| k^2 h'w'; downsampling convs run at stride 1 on the larger map, then 2x2 pooling.
+
+    The authors' shortcut (default) convolves at full resolution before pooling; pooling first costs 1/4 of that."""
     n = 4
 
     def gc(cout, cin, k, hw):
         return cout * n * cin * n * k * k * hw
 
-    stage = gc(64, 32, 3, 1024) + 3 * gc(64, 64, 3, 256) + gc(64, 32, 1, 256)  # the same for stages 2, 3, 4
-    macs = 32 * n * 3 * 9 * 1024 + 4 * gc(32, 32, 3, 1024) + 3 * stage + 256 * 10
-    assert e4net.count(create_model("p4-r18"), CIFAR).macs == macs == 2_897_611_264
+    def macs(shortcut_hw):
+        stage = gc(64, 32, 3, 1024) + 3 * gc(64, 64, 3, 256) + gc(64, 32, 1, shortcut_hw)  # the same for stages 2-4
+        return 32 * n * 3 * 9 * 1024 + 4 * gc(32, 32, 3, 1024) + 3 * stage + 256 * 10
+
+    assert e4net.count(create_model("p4-r18"), CIFAR).macs == macs(1024) == 2_973_108_736
+    pool_first = create_model("p4-r18", shortcut_pool_first=True)
+    assert e4net.count(pool_first, CIFAR).macs == macs(256) == 2_897_611_264
 
 
 def test_group_resnets_structure():
@@ -403,10 +409,10 @@ def test_group_resnets_structure():
             assert abs(sum(p.numel() for p in model.parameters()) / r18 - 1) < 0.06
 
 
-def test_shortcut_order_is_the_same_map_and_only_changes_the_cost():
+def test_avg_shortcut_order_is_the_same_map_and_only_changes_the_cost():
     """Average pooling and the 1x1 shortcut convolution commute: both orders give the same logits."""
-    a = create_model("p4-e4r18", width=2).eval()
-    b = create_model("p4-e4r18", width=2, shortcut_pool_first=False).eval()
+    a = create_model("p4-e4r18", width=2, downsample_pool="avg", shortcut_pool_first=True).eval()
+    b = create_model("p4-e4r18", width=2, downsample_pool="avg", shortcut_pool_first=False).eval()
     with torch.no_grad():  # same parameters and buffers (only the shortcut's module order differs)
         for ta, tb in zip([*a.parameters(), *a.buffers()], [*b.parameters(), *b.buffers()]):
             tb.copy_(ta)
@@ -414,6 +420,101 @@ def test_shortcut_order_is_the_same_map_and_only_changes_the_cost():
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
     assert e4net.count(b, CIFAR).macs > e4net.count(a, CIFAR).macs
+
+
+def test_max_shortcut_order_is_a_different_map():
+    """Max pooling does not commute with the 1x1 convolution: pooling first (allowed, cheaper) is another network."""
+    a = randomize(create_model("p4-r18", width=2), CIFAR)
+    b = create_model("p4-r18", width=2, shortcut_pool_first=True).double().eval()
+    b.load_state_dict({k.replace("shortcut.0.", "shortcut.1."): v for k, v in a.state_dict().items()})
+    x = _input("p4-r18")
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x))
+
+
+# The old choices of this package, each as an option next to the authors' defaults.
+OURS = {"downsample_pool": "avg", "shortcut_pool_first": True, "head": "mean", "dropout": 0.0}
+_RESNET_OPTIONS = [{k: v} for k, v in OURS.items()] + [OURS, {"shortcut_pool_first": True}, {"dropout": 0.5}]
+
+
+@pytest.mark.parametrize("name", ["p4-r18", "p4m-e4r18"])
+@pytest.mark.parametrize("options", _RESNET_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_resnet_options_keep_exact_invariance(name, options):
+    """Every option value: logits unchanged by every element of the group (p4m: rotations and reflections), with
+    random parameters and random BN buffers."""
+    model = randomize(create_model(name, width=4, **options), CIFAR, seed=5)
+    assert max_invariance_error(model, _input(name, seed=2), group_of(name)) < 1e-9
+
+
+def test_group_resnet_defaults_are_the_authors_choices():
+    """LingshenHe/Efficient-Equivariant-Network: C_4_3x3(stride 2) = conv, then MaxPool2d(2, 2); Dropout(0.2, the
+    train.py default) after it, then BN, ReLU; shortcut C_4_1x1 = 1x1 conv, then MaxPool2d(2, 2), then BN; head:
+    C_4_Pool (max over the group), AdaptiveAvgPool2d(1), fc."""
+    from e4net.models.resnet import AUTHORS_DROPOUT
+    from e4net.nn import GroupBatchNorm, GroupConv, GroupMaxPool, SpatialMaxPool2d
+
+    assert AUTHORS_DROPOUT == 0.2
+    for name in ("p4-r18", "p4m-r18", "p4-e4r18", "p4m-e4r18"):
+        model = create_model(name, width=4)
+        for i, block in enumerate(model.layers):
+            assert block.dropout.p == 0.2
+            if i in (2, 4, 6):  # first block of stages 2-4
+                assert isinstance(block.pool, SpatialMaxPool2d) and block.pool.kernel_size == 2
+                kinds = [type(m) for m in block.shortcut]
+                assert kinds == [GroupConv, SpatialMaxPool2d, GroupBatchNorm]
+            else:
+                assert isinstance(block.pool, torch.nn.Identity) and len(block.shortcut) == 0
+        assert isinstance(model.pool[0], GroupMaxPool)
+    # the order inside a block: conv1 -> pool -> dropout -> bn1 -> ... (recorded by forward hooks)
+    block, calls = create_model("p4-r18", width=4).layers[2], []
+    for n in ("conv1", "pool", "dropout", "bn1", "conv2"):
+        getattr(block, n).register_forward_hook(lambda m, i, o, n=n: calls.append(n))
+    block(torch.randn(1, 4, 4, 8, 8))
+    assert calls == ["conv1", "pool", "dropout", "bn1", "conv2"]
+
+
+def test_r18_has_the_authors_dropout_after_conv1():
+    model, calls = create_model("r18", width=8), []
+    assert all(b.dropout.p == 0.2 for b in model.layers)
+    assert all(b.dropout.p == 0.0 for b in create_model("r18", width=8, dropout=0.0).layers)
+    block = model.layers[0]
+    for n in ("conv1", "dropout", "bn1"):
+        getattr(block, n).register_forward_hook(lambda m, i, o, n=n: calls.append(n))
+    block(torch.randn(1, 8, 8, 8))
+    assert calls == ["conv1", "dropout", "bn1"]
+
+
+def test_default_head_is_max_over_group_then_spatial_mean():
+    """Against a hand-written head; the mean over the group (the ``head="mean"`` option) gives other logits."""
+    model = randomize(create_model("p4m-r18", width=4), CIFAR)
+    x = _input("p4m-r18")
+    with torch.no_grad():
+        features = model.layers(model.stem(x))  # (B, C, |A|, H, W)
+        by_hand = model.classifier(features.amax(dim=2).mean(dim=(-2, -1)))
+        mean_head = model.classifier(features.mean(dim=(2, 3, 4)))
+        torch.testing.assert_close(model(x), by_hand, rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(model(x), mean_head)
+        other = create_model("p4m-r18", width=4, head="mean").double().eval()
+        other.load_state_dict(model.state_dict())
+        torch.testing.assert_close(other(x), mean_head, rtol=1e-12, atol=1e-12)
+
+
+def test_resnet_options_keep_the_state_dict_keys():
+    """No option adds or renames a parameter except the shortcut's order (its conv's index in the Sequential):
+    checkpoints of the earlier defaults load into ``**OURS``, the authors' defaults load across the other options."""
+    default = create_model("p4-e4r18", width=4).state_dict()
+    ours = create_model("p4-e4r18", width=4, **OURS).state_dict()
+    assert "layers.2.shortcut.0.weight" in default and "layers.2.shortcut.1.weight" in ours
+    assert {k.replace("shortcut.0.", "shortcut.1.") for k in default} == set(ours)
+    for options in ({"downsample_pool": "avg"}, {"head": "mean"}, {"dropout": 0.0}):
+        create_model("p4-e4r18", width=4, **options).load_state_dict(default)  # strict
+
+
+def test_resnet_rejects_unknown_options():
+    with pytest.raises(ValueError, match="downsample_pool"):
+        create_model("p4-r18", width=4, downsample_pool="median")
+    with pytest.raises(ValueError, match="head"):
+        create_model("p4-r18", width=4, head="sum")
 
 
 def test_e4_resnet_rejects_odd_slicing():
