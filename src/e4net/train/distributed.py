@@ -78,6 +78,9 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, synchronize: bool = False) -> None:
+    """Leave the process group joined by :func:`setup`; with ``synchronize``, after all ranks have arrived."""
     if ctx.initialized_here and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -59,23 +59,32 @@ def train(config: TrainConfig, log: Log | None = None) -> dict[str, Any]:
     ``{"status": "paused", ...}``. ``log`` receives the messages (default: stderr).
     """
     ctx = D.setup(config.device)
+    finished = False
     try:
-        trainer = Trainer.setup(config, ctx, log or (lambda msg: print(msg, file=sys.stderr)))
-        trainer.resume()
-        trainer.start()
-        while trainer.epoch < trainer.cfg.epochs:
-            if trainer.max_steps_reached():
-                return trainer.pause()
-            sums = trainer.run_epoch()
-            if sums is None:  # --max-steps stopped it midway
-                return trainer.pause()
-            line = trainer.train_metrics(sums)
-            if trainer.evaluation_due():
-                line.update(trainer.evaluate())
-            trainer.record(line, sums)
-        return trainer.finish()
+        summary = _run(Trainer.setup(config, ctx, log or (lambda msg: print(msg, file=sys.stderr))))
+        finished = True
+        return summary
     finally:
-        D.teardown(ctx)
+        # On success every rank waits for the others before the process group goes: a rank that destroys its
+        # gloo group while rank 0 is still writing can abort (SIGABRT in gloo's threads). After an error the
+        # other ranks may never arrive, so no barrier then.
+        D.teardown(ctx, synchronize=finished)
+
+
+def _run(trainer: Trainer) -> dict:
+    trainer.resume()
+    trainer.start()
+    while trainer.epoch < trainer.cfg.epochs:
+        if trainer.max_steps_reached():
+            return trainer.pause()
+        sums = trainer.run_epoch()
+        if sums is None:  # --max-steps stopped it midway
+            return trainer.pause()
+        line = trainer.train_metrics(sums)
+        if trainer.evaluation_due():
+            line.update(trainer.evaluate())
+        trainer.record(line, sums)
+    return trainer.finish()
 
 
 class Trainer:
