@@ -62,38 +62,53 @@ def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compil
     rw = wp if stride == 1 else wo  # accumulator row width
     plane, oplane = h * w, ho * wo
     vf, kf, of = v.reshape(-1), ker.reshape(-1), out.reshape(-1)
-    for t in prange(nb * ns * na):
-        b = t // (ns * na)
-        j = (t // na) % ns
-        a = t % na
+    ntask = nb * ns * na
+    nchunk = min(ntask, numba.get_num_threads())
+    for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
         kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = index[a, u])
         acc = np.empty(n, dtype=v.dtype)
-        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
-        for c in range(j, nc, ns):
-            vb = ((b * nc + c) * na + a) * plane
-            for y in range(h):
-                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
-            acc[:] = 0
-            for u in range(kk):
-                dy = u // k
-                dx = u % k
-                kr = kx[u]
-                if stride == 1:
-                    vs = vp[dy * wp + dx : dy * wp + dx + n]
-                    for i in range(n):
-                        acc[i] += kr[i] * vs[i]
-                else:
-                    for y in range(ho):
-                        r0 = (y * stride + dy) * wp + dx
-                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        ar = acc[y * wo : (y + 1) * wo]
-                        krr = kr[y * wo : (y + 1) * wo]
-                        for x in range(wo):
-                            ar[x] += krr[x] * vs[x]
-            ob = ((b * nc + c) * na + a) * oplane
-            for y in range(ho):
-                of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, of, vp, kx, acc)
+
+
+@njit(cache=True, fastmath=True)
+def _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, of, vp, kx, acc):  # pragma: no cover
+    """Task ``t = (b, j, a)`` of the forward pass: the ``C / s`` channels of slice ``j`` at slot ``a``."""
+    ns, kk = kbias.shape[0], kx.shape[0]
+    p = k // 2
+    wp = w + 2 * p
+    n = acc.shape[0]
+    rw = wp if stride == 1 else wo
+    plane, oplane = h * w, ho * wo
+    b = t // (ns * na)
+    j = (t // na) % ns
+    a = t % na
+    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
+    for c in range(j, nc, ns):
+        vb = ((b * nc + c) * na + a) * plane
+        for y in range(h):
+            vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+        acc[:] = 0
+        for u in range(kk):
+            dy = u // k
+            dx = u % k
+            kr = kx[u]
+            if stride == 1:
+                vs = vp[dy * wp + dx : dy * wp + dx + n]
+                for i in range(n):
+                    acc[i] += kr[i] * vs[i]
+            else:
+                for y in range(ho):
+                    r0 = (y * stride + dy) * wp + dx
+                    vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    ar = acc[y * wo : (y + 1) * wo]
+                    krr = kr[y * wo : (y + 1) * wo]
+                    for x in range(wo):
+                        ar[x] += krr[x] * vs[x]
+        ob = ((b * nc + c) * na + a) * oplane
+        for y in range(ho):
+            of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -108,53 +123,72 @@ def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias):  # pragma: no
     npad = (h + 2 * p) * wp + k
     plane, oplane = h * w, ho * wo
     vf, kf, gof, gvf, gkf = v.reshape(-1), ker.reshape(-1), go.reshape(-1), gv.reshape(-1), gk.reshape(-1)
-    for t in prange(nb * ns * na):
-        b = t // (ns * na)
-        j = (t // na) % ns
-        a = t % na
+    ntask = nb * ns * na
+    nchunk = min(ntask, numba.get_num_threads())
+    for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros(npad, dtype=v.dtype)
         gvp = np.empty(npad, dtype=v.dtype)  # grad of the padded v plane
         gx = np.zeros(n, dtype=v.dtype)  # grad_out plane (wide rows: extra columns stay 0)
         kx = np.zeros((kk, n), dtype=v.dtype)
-        gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
-        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
-        for c in range(j, nc, ns):
-            vb = ((b * nc + c) * na + a) * plane
-            gb = ((b * nc + c) * na + a) * oplane
-            for y in range(h):
-                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
-            for y in range(ho):
-                gx[y * rw : y * rw + wo] = gof[gb + y * wo : gb + (y + 1) * wo]
-            gvp[:] = 0
-            for u in range(kk):
-                dy = u // k
-                dx = u % k
-                kr = kx[u]
-                gr = gkx[u]
-                if stride == 1:
-                    vs = vp[dy * wp + dx : dy * wp + dx + n]
-                    gs = gvp[dy * wp + dx : dy * wp + dx + n]
-                    for i in range(n):
-                        gs[i] += kr[i] * gx[i]
-                        gr[i] += gx[i] * vs[i]
-                else:
-                    for y in range(ho):
-                        r0 = (y * stride + dy) * wp + dx
-                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        gs = gvp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        krr = kr[y * wo : (y + 1) * wo]
-                        grr = gr[y * wo : (y + 1) * wo]
-                        gxr = gx[y * wo : (y + 1) * wo]
-                        for x in range(wo):
-                            gs[x] += krr[x] * gxr[x]
-                            grr[x] += gxr[x] * vs[x]
-            for y in range(h):
-                gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
+        gkx = np.empty((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, gof, gvf, gkf, gbias, vp,
+                           gvp, gx, kx, gkx)  # fmt: skip
+
+
+@njit(cache=True, fastmath=True)
+def _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, gof, gvf, gkf, gbias, vp, gvp, gx, kx,
+                   gkx):  # pragma: no cover - compiled  # fmt: skip
+    """Task ``t = (b, j, a)`` of the backward pass: ``grad_v`` of the channels of slice ``j`` at slot ``a``, and the
+    gradients of the kernels (and of the bias) they share."""
+    ns, kk = kbias.shape[0], kx.shape[0]
+    p = k // 2
+    wp = w + 2 * p
+    n = gx.shape[0]
+    rw = wp if stride == 1 else wo
+    plane, oplane = h * w, ho * wo
+    b = t // (ns * na)
+    j = (t // na) % ns
+    a = t % na
+    gkx[:] = 0
+    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
+    for c in range(j, nc, ns):
+        vb = ((b * nc + c) * na + a) * plane
+        gb = ((b * nc + c) * na + a) * oplane
+        for y in range(h):
+            vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+        for y in range(ho):
+            gx[y * rw : y * rw + wo] = gof[gb + y * wo : gb + (y + 1) * wo]
+        gvp[:] = 0
         for u in range(kk):
-            kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
-            for y in range(ho):
-                gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
-            gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
+            dy = u // k
+            dx = u % k
+            kr = kx[u]
+            gr = gkx[u]
+            if stride == 1:
+                vs = vp[dy * wp + dx : dy * wp + dx + n]
+                gs = gvp[dy * wp + dx : dy * wp + dx + n]
+                for i in range(n):
+                    gs[i] += kr[i] * gx[i]
+                    gr[i] += gx[i] * vs[i]
+            else:
+                for y in range(ho):
+                    r0 = (y * stride + dy) * wp + dx
+                    vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    gs = gvp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    krr = kr[y * wo : (y + 1) * wo]
+                    grr = gr[y * wo : (y + 1) * wo]
+                    gxr = gx[y * wo : (y + 1) * wo]
+                    for x in range(wo):
+                        gs[x] += krr[x] * gxr[x]
+                        grr[x] += gxr[x] * vs[x]
+        for y in range(h):
+            gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
+    for u in range(kk):
+        kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
+        for y in range(ho):
+            gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
+        gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
 def _set_threads() -> None:
