@@ -21,7 +21,7 @@ from e4net.nn import E4Conv
 
 pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend is not registered")
 
-from e4net.backends.numba_agg import NumbaAggregate  # noqa: E402
+from e4net.backends import numba_agg  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def test_gradcheck_float64(group, c, s, stride, h, w, fast):
     """
     v, ker, perm = _inputs(group, 1, c, s, 3, h, w, stride, torch.float64, seed=3)
     bias = torch.randn(s, 9, dtype=torch.float64, requires_grad=True)
-    fn = lambda a, bb, kb: NumbaAggregate.apply(a, bb, kb, perm, stride)  # noqa: E731
+    fn = lambda a, bb, kb: numba_agg.numba_aggregate(a, bb, kb, perm, stride)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (v, ker, bias), fast_mode=fast)
 
 
@@ -132,8 +132,8 @@ def test_e4conv_defaults_to_numba_on_cpu(monkeypatch):
     """``backend="auto"`` on CPU runs the fused kernel, and the layer's output/param grads match the reference."""
     assert resolve_backend("auto", torch.device("cpu")) == "numba"
     calls = []
-    orig = NumbaAggregate.apply
-    monkeypatch.setattr(NumbaAggregate, "apply", lambda *a: calls.append(1) or orig(*a))
+    orig = numba_agg.numba_aggregate
+    monkeypatch.setattr(numba_agg, "numba_aggregate", lambda *a: calls.append(1) or orig(*a))
     torch.manual_seed(0)
     layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double()
     x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
@@ -168,3 +168,27 @@ def test_falls_back_to_plain_pytorch_without_numba_and_triton():
 def test_auto_picks_triton_on_cuda_when_installed():
     pytest.importorskip("triton", reason="triton is not installed")
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
+
+
+def test_custom_op_passes_torch_library_opcheck():
+    """``torch.ops.e4net.numba_aggregate`` is a well-formed custom op: schema, fake (meta) implementation, autograd
+    registration and their agreement with the real kernels (``torch.library.opcheck``)."""
+    v, ker, perm = _inputs(P4M, 2, 4, 2, 3, 6, 5, 1, torch.float64, seed=11)
+    bias = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.e4net.numba_aggregate.default, (v, ker, bias, perm, 1))
+    v2, ker2, perm2 = _inputs(P4, 1, 2, 1, 3, 7, 7, 2, torch.float32, seed=12)
+    torch.library.opcheck(torch.ops.e4net.numba_aggregate.default, (v2, ker2, torch.zeros(1, 9), perm2, 2))
+
+
+def test_default_model_exports_with_the_fused_kernel_in_the_graph():
+    """``torch.export`` of E4-Net with the default backend traces the fused kernel as one custom op (no ``.numpy()``
+    on fake tensors), and the exported program computes what the model computes."""
+    from e4net.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("e4net").eval()
+    x = torch.randn(2, 1, 28, 28)
+    program = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "e4net.numba_aggregate.default" in targets, sorted(targets)
+    torch.testing.assert_close(program.module()(x), model(x))

@@ -52,18 +52,16 @@ def _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx):  # pragma: no 
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compiled
+def _forward(v, ker, kbias, index, k, stride, out, nthreads):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = out.shape[3], out.shape[4]
     p = k // 2
     wp = w + 2 * p
     n = ho * wp if stride == 1 else ho * wo  # accumulator length (wide rows for stride 1)
-    rw = wp if stride == 1 else wo  # accumulator row width
-    plane, oplane = h * w, ho * wo
     vf, kf, of = v.reshape(-1), ker.reshape(-1), out.reshape(-1)
     ntask = nb * ns * na
-    nchunk = min(ntask, numba.get_num_threads())
+    nchunk = max(1, min(ntask, nthreads))
     for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
         kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = index[a, u])
@@ -112,19 +110,17 @@ def _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, 
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias):  # pragma: no cover - compiled
+def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias, nthreads):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = go.shape[3], go.shape[4]
     p = k // 2
     wp = w + 2 * p
-    n = ho * wp if stride == 1 else ho * wo
-    rw = wp if stride == 1 else wo
+    n = ho * wp if stride == 1 else ho * wo  # (wide rows for stride 1)
     npad = (h + 2 * p) * wp + k
-    plane, oplane = h * w, ho * wo
     vf, kf, gof, gvf, gkf = v.reshape(-1), ker.reshape(-1), go.reshape(-1), gv.reshape(-1), gk.reshape(-1)
     ntask = nb * ns * na
-    nchunk = min(ntask, numba.get_num_threads())
+    nchunk = max(1, min(ntask, nthreads))
     for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros(npad, dtype=v.dtype)
         gvp = np.empty(npad, dtype=v.dtype)  # grad of the padded v plane
@@ -191,56 +187,83 @@ def _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo,
         gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
-def _set_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _set_threads() -> int:
+    """Numba's threads follow torch's (capped by ``NUMBA_NUM_THREADS``); returns their number."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
 
 
-class NumbaAggregate(torch.autograd.Function):
-    """Autograd Function of the fused aggregation: saves ``v`` and ``kernel`` (no extra buffers).
+# ---- torch.library custom ops: visible to torch.compile / torch.export (fake tensors), differentiable ----------------
+# The op bodies run the compiled kernels on real CPU tensors; the fake implementations give only the output's shape and
+# dtype, so tracing never calls ``.numpy()``. An exported graph holds ``torch.ops.e4net.numba_aggregate`` (importing
+# e4net.backends.numba_agg registers it).
 
-    ``kernel_bias`` (``(s, k*k)``) is added to every generated kernel while it is loaded into cache, and its
-    gradient is summed there too, so the bias of the kernel generator costs no pass over the kernel tensor.
-    """
 
-    @staticmethod
-    def forward(
-        ctx, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
-    ) -> torch.Tensor:  # type: ignore[override]
-        v = v.detach().contiguous()
-        kernel = kernel.detach().contiguous()
-        kbias = kernel_bias.detach().contiguous()
-        index_np = np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
-        k = kernel_side(kernel.shape[2])
-        b, c, n, h, w = v.shape
-        out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
-        _set_threads()
-        _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_np, k, stride, out.numpy())
-        ctx.save_for_backward(v, kernel, kbias)
-        ctx.index_np = index_np
-        ctx.stride = stride
-        return out
+@torch.library.custom_op("e4net::numba_aggregate", mutates_args=(), device_types="cpu")
+def numba_aggregate(
+    v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """The fused aggregation ``(B, C, |A|, H, W), (B, s, k*k, |A|, H', W'), (s, k*k), (|A|, k*k) -> (B, C, |A|, H', W')``
+    with the kernel bias added to every generated kernel while it is loaded into cache."""
+    v, kernel, kbias = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous()
+    k = kernel_side(kernel.shape[2])
+    b, c, n, h, w = v.shape
+    out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(), _set_threads())
+    return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        v, kernel, kbias = ctx.saved_tensors
-        go = grad_out.detach().contiguous()
-        gv = _memory.empty_like(v)
-        gk = _memory.empty_like(kernel)
-        nb, ns, kk, na = kernel.shape[:4]
-        gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
-        _set_threads()
-        _backward(
-            v.numpy(), kernel.numpy(), kbias.numpy(), ctx.index_np, kernel_side(kk), ctx.stride, go.numpy(), gv.numpy(),
-            gk.numpy(), gb.numpy(),
-        )  # fmt: skip
-        return (
-            gv if ctx.needs_input_grad[0] else None,
-            gk if ctx.needs_input_grad[1] else None,
-            gb.view(nb, ns, na, kk).sum((0, 2)) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-        )
+
+@numba_aggregate.register_fake
+def _(
+    v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    k = kernel_side(kernel.shape[2])
+    b, c, n, h, w = v.shape
+    return v.new_empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)))
+
+
+@torch.library.custom_op("e4net::numba_aggregate_backward", mutates_args=(), device_types="cpu")
+def numba_aggregate_backward(
+    grad_out: torch.Tensor, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor,
+    stride: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of :func:`numba_aggregate` with respect to ``v``, ``kernel`` and ``kernel_bias``, in one pass."""
+    v, kernel, kbias, go = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous(), grad_out.contiguous()
+    gv = _memory.empty_like(v)
+    gk = _memory.empty_like(kernel)
+    nb, ns, kk, na = kernel.shape[:4]
+    gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
+    _backward(
+        v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
+        gk.numpy(), gb.numpy(), _set_threads(),
+    )  # fmt: skip
+    return gv, gk, gb.view(nb, ns, na, kk).sum((0, 2))
+
+
+@numba_aggregate_backward.register_fake
+def _(grad_out, v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return torch.empty_like(v), torch.empty_like(kernel), torch.empty_like(kernel_bias)
+
+
+def _index_array(index: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
+    v, kernel, kernel_bias, index, stride = inputs
+    ctx.save_for_backward(v, kernel, kernel_bias, index)
+    ctx.stride = stride
+
+
+def _backward_op(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
+    v, kernel, kernel_bias, index = ctx.saved_tensors
+    gv, gk, gb = numba_aggregate_backward(grad_out, v, kernel, kernel_bias, index, ctx.stride)
+    need = ctx.needs_input_grad
+    return gv if need[0] else None, gk if need[1] else None, gb if need[2] else None, None, None
+
+
+numba_aggregate.register_autograd(_backward_op, setup_context=_setup_context)
 
 
 def aggregate_numba(
@@ -250,7 +273,11 @@ def aggregate_numba(
     stride: int = 1,
     kernel_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The fused CPU aggregation (float32 / float64 CPU tensors of one dtype), the kernel bias fused when given."""
+    """The fused CPU aggregation (float32 / float64 CPU tensors of one dtype), the kernel bias fused when given.
+
+    Runs the custom op ``torch.ops.e4net.numba_aggregate`` (differentiable once; traceable by ``torch.export`` and
+    ``torch.compile``). Memory: the output (forward) and the gradients (backward), nothing else.
+    """
     if kernel_bias is None:
-        kernel_bias = torch.zeros(kernel.shape[1], kernel.shape[2], dtype=v.dtype)
-    return NumbaAggregate.apply(v, kernel, kernel_bias, index, stride)
+        kernel_bias = v.new_zeros(kernel.shape[1], kernel.shape[2])
+    return numba_aggregate(v, kernel, kernel_bias, index, stride)
