@@ -192,3 +192,61 @@ def test_default_model_exports_with_the_fused_kernel_in_the_graph():
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert "e4net.numba_aggregate.default" in targets, sorted(targets)
     torch.testing.assert_close(program.module()(x), model(x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    gi=st.sampled_from([0, 1]),
+    s=st.sampled_from([1, 2, 3]),
+    m=st.integers(1, 2),
+    ch=st.integers(1, 4),
+    k=st.sampled_from([1, 3, 5]),
+    h=st.integers(1, 8),
+    w=st.integers(1, 8),
+    stride=st.sampled_from([1, 2]),
+    bias=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_kernels_generated_inside_the_aggregation_equal_the_stored_ones(gi, s, m, ch, k, h, w, stride, bias, seed):
+    """In inference the numba backend generates each kernel ``W2 h + b`` inside the aggregation: the result equals
+    the reference aggregation of the stored kernel tensor (float64, random shapes, both groups, stride 1 and 2)."""
+    from e4net.backends import aggregate_generated, output_size
+
+    group = (P4, P4M)[gi]
+    gen = torch.Generator().manual_seed(seed)
+    n, ho, wo = group.order, output_size(h, k, stride), output_size(w, k, stride)
+    v = torch.randn(2, s * m, n, h, w, dtype=torch.float64, generator=gen)
+    hidden = torch.randn(2, ch, n, ho, wo, dtype=torch.float64, generator=gen)
+    weight = torch.randn(s * k * k, ch, dtype=torch.float64, generator=gen)
+    kb = torch.randn(s, k * k, dtype=torch.float64, generator=gen) if bias else None
+    index = group.relative_position_index(k)
+    kernel = torch.einsum("oc,bcnyx->bonyx", weight, hidden).reshape(2, s, k * k, n, ho, wo)
+    calls = []
+    orig = numba_agg.numba_aggregate_generated
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(numba_agg, "numba_aggregate_generated", lambda *a: calls.append(1) or orig(*a))
+        got = aggregate_generated(v, hidden, weight, index, stride, "numba", kernel_bias=kb)
+    assert calls, "the generating kernel did not run"
+    torch.testing.assert_close(got, aggregate(v, kernel, index, stride, "reference", kernel_bias=kb))
+
+
+def test_e4conv_inference_generates_kernels_in_place_and_training_stores_them(monkeypatch):
+    """E4Conv under no_grad takes the generating kernel (same output as the reference backend); with gradients it
+    stores the kernels and takes the differentiable op."""
+    torch.manual_seed(0)
+    layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double().eval()
+    x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
+    used = []
+    for name in ("numba_aggregate_generated", "numba_aggregate"):
+        orig = getattr(numba_agg, name)
+        monkeypatch.setattr(numba_agg, name, lambda *a, _o=orig, _n=name: used.append(_n) or _o(*a))
+    with torch.no_grad():
+        y = layer(x)
+    assert used == ["numba_aggregate_generated"]
+    used.clear()
+    y_grad = layer(x)
+    assert used == ["numba_aggregate"]
+    layer.backend = "reference"
+    with torch.no_grad():
+        torch.testing.assert_close(y, layer(x))
+    torch.testing.assert_close(y_grad, y)

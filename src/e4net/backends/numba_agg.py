@@ -73,16 +73,24 @@ def _forward(v, ker, kbias, index, k, stride, out, nthreads):  # pragma: no cove
 @njit(cache=True, fastmath=True)
 def _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, of, vp, kx, acc):  # pragma: no cover
     """Task ``t = (b, j, a)`` of the forward pass: the ``C / s`` channels of slice ``j`` at slot ``a``."""
-    ns, kk = kbias.shape[0], kx.shape[0]
+    ns = kbias.shape[0]
+    rw = w + 2 * (k // 2) if stride == 1 else wo
+    b = t // (ns * na)
+    j = (t // na) % ns
+    a = t % na
+    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
+    _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc)
+
+
+@njit(cache=True, fastmath=True)
+def _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc):  # pragma: no cover - compiled
+    """The aggregation of task ``(b, j, a)`` with its transformed kernels already in ``kx``."""
+    kk = kx.shape[0]
     p = k // 2
     wp = w + 2 * p
     n = acc.shape[0]
     rw = wp if stride == 1 else wo
     plane, oplane = h * w, ho * wo
-    b = t // (ns * na)
-    j = (t // na) % ns
-    a = t % na
-    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
     for c in range(j, nc, ns):
         vb = ((b * nc + c) * na + a) * plane
         for y in range(h):
@@ -107,6 +115,56 @@ def _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, 
         ob = ((b * nc + c) * na + a) * oplane
         for y in range(ho):
             of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
+
+
+@njit(cache=True, fastmath=True)
+def _generate_kernels(hf, w2, kbias, index, b, j, a, na, nh, ho, wo, rw, kx, tmp):  # pragma: no cover - compiled
+    """Rows ``u`` of ``kx``: the kernel plane ``index[a, u]`` of (batch b, slice j, slot a) *generated* here,
+    ``W2[j k^2 + index[a, u]] . hidden[b, :, a] + bias`` (Sec. 4.1's ``K~ = W2 h + b``), laid out with row pitch
+    ``rw``: the kernel tensor is never written to memory."""
+    kk = kx.shape[0]
+    oplane = ho * wo
+    for u in range(kk):
+        row = j * kk + index[a, u]
+        tmp[:] = kbias[j, index[a, u]]
+        for c in range(nh):
+            coef = w2[row, c]
+            hb = ((b * nh + c) * na + a) * oplane
+            src = hf[hb : hb + oplane]
+            for i in range(oplane):
+                tmp[i] += coef * src[i]
+        for y in range(ho):
+            dst = kx[u, y * rw : y * rw + wo]
+            srow = tmp[y * wo : (y + 1) * wo]
+            for x in range(wo):
+                dst[x] = srow[x]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _forward_generated(v, hidden, w2, kbias, index, k, stride, out, nthreads):  # pragma: no cover - compiled
+    """The forward pass with the kernels generated inside each task from the generator's hidden features."""
+    nb, nc, na, h, w = v.shape
+    nh = hidden.shape[1]
+    ns, kk = kbias.shape[0], kbias.shape[1]
+    ho, wo = out.shape[3], out.shape[4]
+    p = k // 2
+    wp = w + 2 * p
+    n = ho * wp if stride == 1 else ho * wo
+    rw = wp if stride == 1 else wo
+    vf, hf, of = v.reshape(-1), hidden.reshape(-1), out.reshape(-1)
+    ntask = nb * ns * na
+    nchunk = max(1, min(ntask, nthreads))
+    for chunk in prange(nchunk):
+        vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)
+        kx = np.zeros((kk, n), dtype=v.dtype)
+        acc = np.empty(n, dtype=v.dtype)
+        tmp = np.empty(ho * wo, dtype=v.dtype)
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            b = t // (ns * na)
+            j = (t // na) % ns
+            a = t % na
+            _generate_kernels(hf, w2, kbias, index, b, j, a, na, nh, ho, wo, rw, kx, tmp)
+            _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -281,3 +339,44 @@ def aggregate_numba(
     if kernel_bias is None:
         kernel_bias = v.new_zeros(kernel.shape[1], kernel.shape[2])
     return numba_aggregate(v, kernel, kernel_bias, index, stride)
+
+
+@torch.library.custom_op("e4net::numba_aggregate_generated", mutates_args=(), device_types="cpu")
+def numba_aggregate_generated(
+    v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor,
+    stride: int,
+) -> torch.Tensor:  # fmt: skip
+    """The fused aggregation with the kernels ``weight @ hidden + kernel_bias`` generated inside it (inference: no
+    autograd). ``hidden (B, Ch, |A|, H', W')``, ``weight (s*k*k, Ch)``, ``kernel_bias (s, k*k)``."""
+    v, hidden, weight, kbias = v.contiguous(), hidden.contiguous(), weight.contiguous(), kernel_bias.contiguous()
+    k = kernel_side(kbias.shape[1])
+    b, c, n, h, w = v.shape
+    out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
+    _forward_generated(
+        v.numpy(), hidden.numpy(), weight.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(),
+        _set_threads(),
+    )  # fmt: skip
+    return out
+
+
+@numba_aggregate_generated.register_fake
+def _(v, hidden, weight, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    k = kernel_side(kernel_bias.shape[1])
+    b, c, n, h, w = v.shape
+    return v.new_empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)))
+
+
+def aggregate_numba_generated(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    stride: int = 1,
+    kernel_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`aggregate_numba` of the kernels ``weight @ hidden (+ kernel_bias)``, generated inside the kernel
+    (inference only: the result is not differentiable)."""
+    s = weight.shape[0] // index.shape[1]
+    if kernel_bias is None:
+        kernel_bias = v.new_zeros(s, index.shape[1])
+    return numba_aggregate_generated(v, hidden, weight, kernel_bias, index, stride)
