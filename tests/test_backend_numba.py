@@ -250,3 +250,22 @@ def test_e4conv_inference_generates_kernels_in_place_and_training_stores_them(mo
     with torch.no_grad():
         torch.testing.assert_close(y, layer(x))
     torch.testing.assert_close(y_grad, y)
+
+
+def test_a_hook_on_the_generator_sees_it_run_and_counts_stay_the_same():
+    """A forward hook on W2's module (``span``), e.g. ``e4net.count``'s, keeps W2 a module call in inference: the
+    hook runs and the MAC count of E4-Net is the same as with the kernels stored (training)."""
+    import e4net
+    from e4net.models import create_model
+
+    layer = E4Conv(4, 4, 3, "p4").eval()
+    seen = []
+    handle = layer.span.register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        layer(torch.randn(1, 4, 4, 5, 5))
+    handle.remove()
+    assert seen
+    counted = e4net.count(create_model("e4net"), (1, 28, 28))  # numba: could fuse W2, but the hooks see it
+    stored = e4net.count(create_model("e4net", backend="reference"), (1, 28, 28))  # never fuses
+    assert counted.macs == stored.macs and counted.by_module == stored.by_module
+    assert any(k.endswith("span") for k in counted.by_module)

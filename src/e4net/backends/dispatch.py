@@ -229,19 +229,20 @@ def aggregate_generated(
     backend: str = "auto",
     kernel_bias: torch.Tensor | None = None,
     make_kernels: Callable[[], torch.Tensor] | None = None,
+    fuse: bool = True,
 ) -> torch.Tensor:
     """:func:`aggregate` of the kernels ``K = W2 h (+ b)`` (Sec. 4.1) given by the generator's hidden features
     ``hidden (B, Ch, |A|, H', W')`` and ``weight = W2 (s*k*k, Ch)``.
 
     When no gradient is wanted (inference) and the chosen backend declares ``generate``, each kernel is generated
     inside the aggregation, where it is used, and the ``(B, s, k*k, |A|, H', W')`` kernel tensor is never stored.
-    Otherwise the kernels are made first -- by ``make_kernels()`` when given (the layer's own GEMM), else here -- and
-    :func:`aggregate` runs on them, with the same result.
+    Otherwise (or with ``fuse=False``) the kernels are made first -- by ``make_kernels()`` when given (the layer's own
+    GEMM), else here -- and :func:`aggregate` runs on them, with the same result.
     """
     shape = check_generator_shapes(v, hidden, weight, index, stride, kernel_bias)
     tensors = (hidden, weight) if kernel_bias is None else (hidden, weight, kernel_bias)
     inputs = _Inputs.of(v, tensors)
-    if not inputs.needs_grad:
+    if fuse and not inputs.needs_grad:
         chosen = _choose(backend, inputs)
         if chosen.generate is not None:
             return chosen.generate()(v, hidden, weight, index, stride, kernel_bias)

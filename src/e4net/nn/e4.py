@@ -38,6 +38,20 @@ from .linear import SlotwiseLinear
 from .norm import GroupBatchNorm, GroupInstanceNorm
 
 CONCAT_MODES = ("both", "kernel", "value", "none")
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether forward hooks (the module's own or global ones) would see ``module`` run."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+    )
+
+
 GENERATOR_NORMS = ("instance", "batch")
 
 
@@ -161,10 +175,12 @@ class E4Conv(GroupAggregation):
         v = self.value(x)
         hidden = self.hidden_features(x)
         kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
-        # In inference the fused backends generate each kernel W2 h + b where it is used (no kernel tensor).
+        # In inference the fused backends generate each kernel W2 h + b where it is used (no kernel tensor), unless
+        # something observes W2's module (a forward hook, e.g. e4net.count's): then it runs as a module.
         y = aggregate_generated(
             v, hidden, self.span.weight, self.relative_position_index, self.stride, self.backend,
             kernel_bias=kernel_bias, make_kernels=lambda: self._span(hidden, add_bias=False),
+            fuse=not _observed(self.span),
         )  # fmt: skip
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1, 1)
