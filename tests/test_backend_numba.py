@@ -21,7 +21,7 @@ from e4net.nn import E4Conv
 
 pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend is not registered")
 
-from e4net.backends.numba_agg import NumbaAggregate  # noqa: E402
+from e4net.backends import numba_agg  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def test_gradcheck_float64(group, c, s, stride, h, w, fast):
     """
     v, ker, perm = _inputs(group, 1, c, s, 3, h, w, stride, torch.float64, seed=3)
     bias = torch.randn(s, 9, dtype=torch.float64, requires_grad=True)
-    fn = lambda a, bb, kb: NumbaAggregate.apply(a, bb, kb, perm, stride)  # noqa: E731
+    fn = lambda a, bb, kb: numba_agg.numba_aggregate(a, bb, kb, perm, stride)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (v, ker, bias), fast_mode=fast)
 
 
@@ -132,8 +132,8 @@ def test_e4conv_defaults_to_numba_on_cpu(monkeypatch):
     """``backend="auto"`` on CPU runs the fused kernel, and the layer's output/param grads match the reference."""
     assert resolve_backend("auto", torch.device("cpu")) == "numba"
     calls = []
-    orig = NumbaAggregate.apply
-    monkeypatch.setattr(NumbaAggregate, "apply", lambda *a: calls.append(1) or orig(*a))
+    orig = numba_agg.numba_aggregate
+    monkeypatch.setattr(numba_agg, "numba_aggregate", lambda *a: calls.append(1) or orig(*a))
     torch.manual_seed(0)
     layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double()
     x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
@@ -168,3 +168,104 @@ def test_falls_back_to_plain_pytorch_without_numba_and_triton():
 def test_auto_picks_triton_on_cuda_when_installed():
     pytest.importorskip("triton", reason="triton is not installed")
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
+
+
+def test_custom_op_passes_torch_library_opcheck():
+    """``torch.ops.e4net.numba_aggregate`` is a well-formed custom op: schema, fake (meta) implementation, autograd
+    registration and their agreement with the real kernels (``torch.library.opcheck``)."""
+    v, ker, perm = _inputs(P4M, 2, 4, 2, 3, 6, 5, 1, torch.float64, seed=11)
+    bias = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.e4net.numba_aggregate.default, (v, ker, bias, perm, 1))
+    v2, ker2, perm2 = _inputs(P4, 1, 2, 1, 3, 7, 7, 2, torch.float32, seed=12)
+    torch.library.opcheck(torch.ops.e4net.numba_aggregate.default, (v2, ker2, torch.zeros(1, 9), perm2, 2))
+
+
+def test_default_model_exports_with_the_fused_kernel_in_the_graph():
+    """``torch.export`` of E4-Net with the default backend traces the fused kernel as one custom op (no ``.numpy()``
+    on fake tensors), and the exported program computes what the model computes."""
+    from e4net.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("e4net").eval()
+    x = torch.randn(2, 1, 28, 28)
+    program = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "e4net.numba_aggregate.default" in targets, sorted(targets)
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    gi=st.sampled_from([0, 1]),
+    s=st.sampled_from([1, 2, 3]),
+    m=st.integers(1, 2),
+    ch=st.integers(1, 4),
+    k=st.sampled_from([1, 3, 5]),
+    h=st.integers(1, 8),
+    w=st.integers(1, 8),
+    stride=st.sampled_from([1, 2]),
+    bias=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_kernels_generated_inside_the_aggregation_equal_the_stored_ones(gi, s, m, ch, k, h, w, stride, bias, seed):
+    """In inference the numba backend generates each kernel ``W2 h + b`` inside the aggregation: the result equals
+    the reference aggregation of the stored kernel tensor (float64, random shapes, both groups, stride 1 and 2)."""
+    from e4net.backends import aggregate_generated, output_size
+
+    group = (P4, P4M)[gi]
+    gen = torch.Generator().manual_seed(seed)
+    n, ho, wo = group.order, output_size(h, k, stride), output_size(w, k, stride)
+    v = torch.randn(2, s * m, n, h, w, dtype=torch.float64, generator=gen)
+    hidden = torch.randn(2, ch, n, ho, wo, dtype=torch.float64, generator=gen)
+    weight = torch.randn(s * k * k, ch, dtype=torch.float64, generator=gen)
+    kb = torch.randn(s, k * k, dtype=torch.float64, generator=gen) if bias else None
+    index = group.relative_position_index(k)
+    kernel = torch.einsum("oc,bcnyx->bonyx", weight, hidden).reshape(2, s, k * k, n, ho, wo)
+    calls = []
+    orig = numba_agg.numba_aggregate_generated
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(numba_agg, "numba_aggregate_generated", lambda *a: calls.append(1) or orig(*a))
+        got = aggregate_generated(v, hidden, weight, index, stride, "numba", kernel_bias=kb)
+    assert calls, "the generating kernel did not run"
+    torch.testing.assert_close(got, aggregate(v, kernel, index, stride, "reference", kernel_bias=kb))
+
+
+def test_e4conv_inference_generates_kernels_in_place_and_training_stores_them(monkeypatch):
+    """E4Conv under no_grad takes the generating kernel (same output as the reference backend); with gradients it
+    stores the kernels and takes the differentiable op."""
+    torch.manual_seed(0)
+    layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double().eval()
+    x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
+    used = []
+    for name in ("numba_aggregate_generated", "numba_aggregate"):
+        orig = getattr(numba_agg, name)
+        monkeypatch.setattr(numba_agg, name, lambda *a, _o=orig, _n=name: used.append(_n) or _o(*a))
+    with torch.no_grad():
+        y = layer(x)
+    assert used == ["numba_aggregate_generated"]
+    used.clear()
+    y_grad = layer(x)
+    assert used == ["numba_aggregate"]
+    layer.backend = "reference"
+    with torch.no_grad():
+        torch.testing.assert_close(y, layer(x))
+    torch.testing.assert_close(y_grad, y)
+
+
+def test_a_hook_on_the_generator_sees_it_run_and_counts_stay_the_same():
+    """A forward hook on W2's module (``span``), e.g. ``e4net.count``'s, keeps W2 a module call in inference: the
+    hook runs and the MAC count of E4-Net is the same as with the kernels stored (training)."""
+    import e4net
+    from e4net.models import create_model
+
+    layer = E4Conv(4, 4, 3, "p4").eval()
+    seen = []
+    handle = layer.span.register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        layer(torch.randn(1, 4, 4, 5, 5))
+    handle.remove()
+    assert seen
+    counted = e4net.count(create_model("e4net"), (1, 28, 28))  # numba: could fuse W2, but the hooks see it
+    stored = e4net.count(create_model("e4net", backend="reference"), (1, 28, 28))  # never fuses
+    assert counted.macs == stored.macs and counted.by_module == stored.by_module
+    assert any(k.endswith("span") for k in counted.by_module)

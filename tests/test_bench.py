@@ -198,6 +198,7 @@ TINY = {
     "instance_channels": 4,
     "instance_size": 6,
     "instance_batch_size": 1,
+    "model_pairs": ["e4net:p4cnn@2"],
 }
 
 
@@ -221,7 +222,7 @@ def test_every_suite_runs_small_with_ratios_against_its_baseline(name, small_lay
 
 
 def test_unknown_suite_is_one_clear_error():
-    with pytest.raises(ValueError, match="unknown suite 'nope'; choose from layers, train, instances"):
+    with pytest.raises(ValueError, match="unknown suite 'nope'; choose from layers, train, instances, models"):
         bench.run_benchmarks(suites=["layers", "nope"], progress=False)
     with pytest.raises(ValueError, match="unknown suite"):
         bench.get_suite("models ")
@@ -299,3 +300,47 @@ def test_cli_bad_suite_options_one_line_error(argv, msg, capsys):
     assert main(["bench", "--no-progress", "--suites", "instances", *argv]) == 1
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_models_suite_adds_the_authors_row_only_with_their_code(tmp_path):
+    """The authors' E4-Net row comes from a checkout given by path (here a stand-in with their layout); without the
+    path there is no such row; a folder that is not a checkout is one clear error."""
+    pkg = tmp_path / "authors" / "model"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "architecture.py").write_text(
+        "import torch\n"
+        "class E4_net(torch.nn.Module):\n"
+        "    def __init__(self, kernel_size=5, groups=8, reduction_ratio=1, drop=0.2):\n"
+        "        super().__init__()\n"
+        "        self.args = (kernel_size, groups, reduction_ratio, drop)\n"
+        "        self.fc = torch.nn.Linear(28 * 28, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1))\n"
+    )
+    opts = dict(TINY, model_pairs=["e4net:p4cnn@2"])
+    with_code = bench.run_benchmarks(suites=["models"], progress=False, authors_code=str(tmp_path / "authors"), **opts)
+    impls = [r["impl"] for r in with_code["rows"]]
+    assert impls == ["G-CNN twin", "e4net E4", "authors' E4-Net"]
+    authors = with_code["rows"][2]
+    assert authors["macs"] == 7840 and authors["train_images_per_s"] > 0 and "train_vs_twin" in authors["ratios"]
+    assert "authors' E4-Net" in bench.to_markdown(with_code)
+    without = bench.run_benchmarks(suites=["models"], progress=False, **opts)
+    assert [r["impl"] for r in without["rows"]] == ["G-CNN twin", "e4net E4"]
+    shares = without["rows"][1]["shares"]
+    assert shares["E4 aggregation"] > 0 and sum(shares.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not a checkout of the authors' repository"):
+        bench.run_benchmarks(suites=["models"], progress=False, authors_code=str(tmp_path), **opts)
+    with pytest.raises(ValueError, match="E4:TWIN@BATCH"):
+        bench.run_benchmarks(suites=["models"], progress=False, **dict(opts, model_pairs=["e4net-p4cnn"]))
+
+
+def test_profile_categories():
+    from e4net.analysis.bench.model_pairs import categorize
+
+    assert categorize("e4net::numba_aggregate_backward") == "E4 aggregation"
+    assert categorize("aten::bmm") == "GEMM (1x1 maps, linear)"
+    assert categorize("aten::native_batch_norm_backward") == "norms"
+    assert categorize("aten::bernoulli_") == "dropout"
+    assert categorize("aten::max_pool2d_with_indices") == "pooling"
+    assert categorize("aten::zeros") == "other"

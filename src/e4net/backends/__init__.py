@@ -26,6 +26,7 @@ from .contract import AggregateFn, Backend, lazy_function
 from .dispatch import (
     FALLBACK,
     aggregate,
+    aggregate_generated,
     available_backends,
     check_backend,
     get_backend,
@@ -39,7 +40,7 @@ for _backend in (REFERENCE, SHIFT, NUMBA, TRITON):
 del _backend
 
 __all__ = [
-    "aggregate", "resolve_backend", "use_backend", "available_backends", "check_backend", "get_backend",
+    "aggregate", "aggregate_generated", "resolve_backend", "use_backend", "available_backends", "check_backend", "get_backend",
     "register_backend", "Backend", "AggregateFn", "lazy_function", "FALLBACK", "add_kernel_bias", "transform_kernel",
     "output_size",
 ]  # fmt: skip

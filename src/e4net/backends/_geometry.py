@@ -12,7 +12,8 @@ import math
 import torch
 
 __all__ = [
-    "add_kernel_bias", "check_aggregation_shapes", "check_kernel_bias", "kernel_side", "output_size", "transform_kernel",
+    "add_kernel_bias", "check_aggregation_shapes", "check_generator_shapes", "check_kernel_bias", "kernel_side",
+    "output_size", "transform_kernel",
 ]  # fmt: skip
 
 
@@ -79,3 +80,30 @@ def add_kernel_bias(kernel: torch.Tensor, kernel_bias: torch.Tensor | None) -> t
         return kernel
     check_kernel_bias(kernel, kernel_bias)
     return kernel + kernel_bias.view(1, *kernel_bias.shape, 1, 1, 1)
+
+
+def check_generator_shapes(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    stride: int,
+    kernel_bias: torch.Tensor | None = None,
+) -> tuple[int, ...]:
+    """The shapes of :func:`~e4net.backends.aggregate_generated`: ``hidden (B, Ch, |A|, H', W')`` on the output
+    grid and ``weight (s*k*k, Ch)`` give the kernels ``(B, s, k*k, |A|, H', W')`` of :func:`check_aggregation_shapes`
+    (``k*k`` from ``index``); returns that kernel shape."""
+    if hidden.dim() != 5 or weight.dim() != 2 or index.dim() != 2 or v.dim() != 5:
+        raise ValueError(
+            f"aggregation: expected v (B, C, |A|, H, W), hidden (B, Ch, |A|, H', W'), weight (s*k*k, Ch) and index "
+            f"(|A|, k*k), got {tuple(v.shape)}, {tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(index.shape)}"
+        )
+    kk = index.shape[1]
+    b, _, n, ho, wo = hidden.shape
+    if weight.shape[1] != hidden.shape[1] or weight.shape[0] % kk:
+        raise ValueError(
+            f"aggregation: weight {tuple(weight.shape)} must be (s*{kk}, Ch) with Ch = {hidden.shape[1]} (hidden)"
+        )
+    shape = (b, weight.shape[0] // kk, kk, n, ho, wo)
+    check_aggregation_shapes(v, torch.empty(shape, device="meta"), index, stride, kernel_bias)
+    return shape

@@ -7,7 +7,8 @@
 | numba       | cpu                     | float32, float64        | fused | 10 on cpu            |
 | triton      | cuda (cpu: interpreter) | fp16, bf16, fp32, fp64  | added | 10 on cuda           |
 
-numba needs the ``numba`` module, triton the ``triton`` module; neither is imported before its first aggregation.
+numba also generates the kernels inside the aggregation in inference (``generate``). numba needs the ``numba``
+module, triton the ``triton`` module; neither is imported before its first aggregation.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ NUMBA = Backend(
     fuses_bias=True,
     auto_priority={"cpu": 10},
     requires=("numba",),
+    generate=lazy_function(f"{__package__}.numba_agg", "aggregate_numba_generated"),
 )
 TRITON = Backend(
     "triton",

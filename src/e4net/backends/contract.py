@@ -59,6 +59,10 @@ class Backend:
             interpreter); ``None``: none.
         recover_on: device types on which a failure of the function (e.g. the Triton kernels do not compile on this
             GPU) marks the backend unusable there, with one warning, and the call falls back instead of raising.
+        generate: optional loader of ``fn(v, hidden, weight, index, stride, kernel_bias)``, the aggregation with the
+            kernels ``weight @ hidden + kernel_bias`` (Sec. 4.1's ``W2 h + b``) generated inside it, so the kernel
+            tensor is never stored; used by :func:`~e4net.backends.aggregate_generated` when no gradient is
+            wanted (not differentiable). ``None``: the kernel tensor is made first.
     """
 
     name: str
@@ -71,6 +75,7 @@ class Backend:
     requires: tuple[str, ...] = ()
     runs_on: Callable[[str], bool] | None = None
     recover_on: frozenset[str] = frozenset()
+    generate: Callable[[], AggregateFn] | None = None
 
     def __post_init__(self) -> None:
         def frozen(values: Iterable | None) -> frozenset | None:

@@ -19,17 +19,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 
-from ._geometry import add_kernel_bias, check_aggregation_shapes
+from ._geometry import add_kernel_bias, check_aggregation_shapes, check_generator_shapes
 from .contract import Backend
 
 __all__ = [
-    "FALLBACK", "aggregate", "available_backends", "check_backend", "get_backend", "register_backend",
+    "FALLBACK", "aggregate", "aggregate_generated", "available_backends", "check_backend", "get_backend", "register_backend",
     "resolve_backend", "use_backend",
 ]  # fmt: skip
 
@@ -217,4 +217,38 @@ def aggregate(
         if v.device.type not in chosen.recover_on or chosen.name == FALLBACK:
             raise
         _mark_unusable(chosen, v.device.type, exc)
+    return aggregate(v, kernel, index, stride, backend, kernel_bias)
+
+
+def aggregate_generated(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    stride: int = 1,
+    backend: str = "auto",
+    kernel_bias: torch.Tensor | None = None,
+    make_kernels: Callable[[], torch.Tensor] | None = None,
+    fuse: bool = True,
+) -> torch.Tensor:
+    """:func:`aggregate` of the kernels ``K = W2 h (+ b)`` (Sec. 4.1) given by the generator's hidden features
+    ``hidden (B, Ch, |A|, H', W')`` and ``weight = W2 (s*k*k, Ch)``.
+
+    When no gradient is wanted (inference) and the chosen backend declares ``generate``, each kernel is generated
+    inside the aggregation, where it is used, and the ``(B, s, k*k, |A|, H', W')`` kernel tensor is never stored.
+    Otherwise (or with ``fuse=False``) the kernels are made first -- by ``make_kernels()`` when given (the layer's own
+    GEMM), else here -- and :func:`aggregate` runs on them, with the same result.
+    """
+    shape = check_generator_shapes(v, hidden, weight, index, stride, kernel_bias)
+    tensors = (hidden, weight) if kernel_bias is None else (hidden, weight, kernel_bias)
+    inputs = _Inputs.of(v, tensors)
+    if fuse and not inputs.needs_grad:
+        chosen = _choose(backend, inputs)
+        if chosen.generate is not None:
+            return chosen.generate()(v, hidden, weight, index, stride, kernel_bias)
+    if make_kernels is not None:
+        kernel = make_kernels()
+    else:
+        b, ch = hidden.shape[:2]
+        kernel = torch.matmul(weight, hidden.reshape(b, ch, -1)).view(shape)
     return aggregate(v, kernel, index, stride, backend, kernel_bias)

@@ -52,161 +52,276 @@ def _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx):  # pragma: no 
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compiled
+def _forward(v, ker, kbias, index, k, stride, out, nthreads):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = out.shape[3], out.shape[4]
     p = k // 2
     wp = w + 2 * p
     n = ho * wp if stride == 1 else ho * wo  # accumulator length (wide rows for stride 1)
-    rw = wp if stride == 1 else wo  # accumulator row width
-    plane, oplane = h * w, ho * wo
     vf, kf, of = v.reshape(-1), ker.reshape(-1), out.reshape(-1)
-    for t in prange(nb * ns * na):
-        b = t // (ns * na)
-        j = (t // na) % ns
-        a = t % na
+    ntask = nb * ns * na
+    nchunk = max(1, min(ntask, nthreads))
+    for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)  # zero-padded v plane (+ slack for the wide rows)
         kx = np.zeros((kk, n), dtype=v.dtype)  # the kernels of slot a, transformed (row u = index[a, u])
         acc = np.empty(n, dtype=v.dtype)
-        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
-        for c in range(j, nc, ns):
-            vb = ((b * nc + c) * na + a) * plane
-            for y in range(h):
-                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
-            acc[:] = 0
-            for u in range(kk):
-                dy = u // k
-                dx = u % k
-                kr = kx[u]
-                if stride == 1:
-                    vs = vp[dy * wp + dx : dy * wp + dx + n]
-                    for i in range(n):
-                        acc[i] += kr[i] * vs[i]
-                else:
-                    for y in range(ho):
-                        r0 = (y * stride + dy) * wp + dx
-                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        ar = acc[y * wo : (y + 1) * wo]
-                        krr = kr[y * wo : (y + 1) * wo]
-                        for x in range(wo):
-                            ar[x] += krr[x] * vs[x]
-            ob = ((b * nc + c) * na + a) * oplane
-            for y in range(ho):
-                of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, of, vp, kx, acc)
+
+
+@njit(cache=True, fastmath=True)
+def _forward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, of, vp, kx, acc):  # pragma: no cover
+    """Task ``t = (b, j, a)`` of the forward pass: the ``C / s`` channels of slice ``j`` at slot ``a``."""
+    ns = kbias.shape[0]
+    rw = w + 2 * (k // 2) if stride == 1 else wo
+    b = t // (ns * na)
+    j = (t // na) % ns
+    a = t % na
+    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
+    _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc)
+
+
+@njit(cache=True, fastmath=True)
+def _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc):  # pragma: no cover - compiled
+    """The aggregation of task ``(b, j, a)`` with its transformed kernels already in ``kx``."""
+    kk = kx.shape[0]
+    p = k // 2
+    wp = w + 2 * p
+    n = acc.shape[0]
+    rw = wp if stride == 1 else wo
+    plane, oplane = h * w, ho * wo
+    for c in range(j, nc, ns):
+        vb = ((b * nc + c) * na + a) * plane
+        for y in range(h):
+            vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+        acc[:] = 0
+        for u in range(kk):
+            dy = u // k
+            dx = u % k
+            kr = kx[u]
+            if stride == 1:
+                vs = vp[dy * wp + dx : dy * wp + dx + n]
+                for i in range(n):
+                    acc[i] += kr[i] * vs[i]
+            else:
+                for y in range(ho):
+                    r0 = (y * stride + dy) * wp + dx
+                    vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    ar = acc[y * wo : (y + 1) * wo]
+                    krr = kr[y * wo : (y + 1) * wo]
+                    for x in range(wo):
+                        ar[x] += krr[x] * vs[x]
+        ob = ((b * nc + c) * na + a) * oplane
+        for y in range(ho):
+            of[ob + y * wo : ob + (y + 1) * wo] = acc[y * rw : y * rw + wo]
+
+
+@njit(cache=True, fastmath=True)
+def _generate_kernels(hf, w2, kbias, index, b, j, a, na, nh, ho, wo, rw, kx, tmp):  # pragma: no cover - compiled
+    """Rows ``u`` of ``kx``: the kernel plane ``index[a, u]`` of (batch b, slice j, slot a) *generated* here,
+    ``W2[j k^2 + index[a, u]] . hidden[b, :, a] + bias`` (Sec. 4.1's ``K~ = W2 h + b``), laid out with row pitch
+    ``rw``: the kernel tensor is never written to memory."""
+    kk = kx.shape[0]
+    oplane = ho * wo
+    for u in range(kk):
+        row = j * kk + index[a, u]
+        tmp[:] = kbias[j, index[a, u]]
+        for c in range(nh):
+            coef = w2[row, c]
+            hb = ((b * nh + c) * na + a) * oplane
+            src = hf[hb : hb + oplane]
+            for i in range(oplane):
+                tmp[i] += coef * src[i]
+        for y in range(ho):
+            dst = kx[u, y * rw : y * rw + wo]
+            srow = tmp[y * wo : (y + 1) * wo]
+            for x in range(wo):
+                dst[x] = srow[x]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias):  # pragma: no cover - compiled
+def _forward_generated(v, hidden, w2, kbias, index, k, stride, out, nthreads):  # pragma: no cover - compiled
+    """The forward pass with the kernels generated inside each task from the generator's hidden features."""
+    nb, nc, na, h, w = v.shape
+    nh = hidden.shape[1]
+    ns, kk = kbias.shape[0], kbias.shape[1]
+    ho, wo = out.shape[3], out.shape[4]
+    p = k // 2
+    wp = w + 2 * p
+    n = ho * wp if stride == 1 else ho * wo
+    rw = wp if stride == 1 else wo
+    vf, hf, of = v.reshape(-1), hidden.reshape(-1), out.reshape(-1)
+    ntask = nb * ns * na
+    nchunk = max(1, min(ntask, nthreads))
+    for chunk in prange(nchunk):
+        vp = np.zeros((h + 2 * p) * wp + k, dtype=v.dtype)
+        kx = np.zeros((kk, n), dtype=v.dtype)
+        acc = np.empty(n, dtype=v.dtype)
+        tmp = np.empty(ho * wo, dtype=v.dtype)
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            b = t // (ns * na)
+            j = (t // na) % ns
+            a = t % na
+            _generate_kernels(hf, w2, kbias, index, b, j, a, na, nh, ho, wo, rw, kx, tmp)
+            _apply_kernels(vf, k, stride, b, j, a, ns, nc, na, h, w, ho, wo, of, vp, kx, acc)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _backward(v, ker, kbias, index, k, stride, go, gv, gk, gbias, nthreads):  # pragma: no cover - compiled
     nb, nc, na, h, w = v.shape
     ns, kk = ker.shape[1], ker.shape[2]
     ho, wo = go.shape[3], go.shape[4]
     p = k // 2
     wp = w + 2 * p
-    n = ho * wp if stride == 1 else ho * wo
-    rw = wp if stride == 1 else wo
+    n = ho * wp if stride == 1 else ho * wo  # (wide rows for stride 1)
     npad = (h + 2 * p) * wp + k
-    plane, oplane = h * w, ho * wo
     vf, kf, gof, gvf, gkf = v.reshape(-1), ker.reshape(-1), go.reshape(-1), gv.reshape(-1), gk.reshape(-1)
-    for t in prange(nb * ns * na):
-        b = t // (ns * na)
-        j = (t // na) % ns
-        a = t % na
+    ntask = nb * ns * na
+    nchunk = max(1, min(ntask, nthreads))
+    for chunk in prange(nchunk):  # one contiguous run of tasks per thread, its scratch allocated once
         vp = np.zeros(npad, dtype=v.dtype)
         gvp = np.empty(npad, dtype=v.dtype)  # grad of the padded v plane
         gx = np.zeros(n, dtype=v.dtype)  # grad_out plane (wide rows: extra columns stay 0)
         kx = np.zeros((kk, n), dtype=v.dtype)
-        gkx = np.zeros((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
-        _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
-        for c in range(j, nc, ns):
-            vb = ((b * nc + c) * na + a) * plane
-            gb = ((b * nc + c) * na + a) * oplane
-            for y in range(h):
-                vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
-            for y in range(ho):
-                gx[y * rw : y * rw + wo] = gof[gb + y * wo : gb + (y + 1) * wo]
-            gvp[:] = 0
-            for u in range(kk):
-                dy = u // k
-                dx = u % k
-                kr = kx[u]
-                gr = gkx[u]
-                if stride == 1:
-                    vs = vp[dy * wp + dx : dy * wp + dx + n]
-                    gs = gvp[dy * wp + dx : dy * wp + dx + n]
-                    for i in range(n):
-                        gs[i] += kr[i] * gx[i]
-                        gr[i] += gx[i] * vs[i]
-                else:
-                    for y in range(ho):
-                        r0 = (y * stride + dy) * wp + dx
-                        vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        gs = gvp[r0 : r0 + (wo - 1) * stride + 1 : stride]
-                        krr = kr[y * wo : (y + 1) * wo]
-                        grr = gr[y * wo : (y + 1) * wo]
-                        gxr = gx[y * wo : (y + 1) * wo]
-                        for x in range(wo):
-                            gs[x] += krr[x] * gxr[x]
-                            grr[x] += gxr[x] * vs[x]
-            for y in range(h):
-                gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
+        gkx = np.empty((kk, n), dtype=v.dtype)  # grad of the transformed kernels of slot a
+        for t in range(chunk * ntask // nchunk, (chunk + 1) * ntask // nchunk):
+            _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, gof, gvf, gkf, gbias, vp,
+                           gvp, gx, kx, gkx)  # fmt: skip
+
+
+@njit(cache=True, fastmath=True)
+def _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo, gof, gvf, gkf, gbias, vp, gvp, gx, kx,
+                   gkx):  # pragma: no cover - compiled  # fmt: skip
+    """Task ``t = (b, j, a)`` of the backward pass: ``grad_v`` of the channels of slice ``j`` at slot ``a``, and the
+    gradients of the kernels (and of the bias) they share."""
+    ns, kk = kbias.shape[0], kx.shape[0]
+    p = k // 2
+    wp = w + 2 * p
+    n = gx.shape[0]
+    rw = wp if stride == 1 else wo
+    plane, oplane = h * w, ho * wo
+    b = t // (ns * na)
+    j = (t // na) % ns
+    a = t % na
+    gkx[:] = 0
+    _load_kernels(kf, kbias, index, b, j, a, na, ho, wo, rw, kx)
+    for c in range(j, nc, ns):
+        vb = ((b * nc + c) * na + a) * plane
+        gb = ((b * nc + c) * na + a) * oplane
+        for y in range(h):
+            vp[(y + p) * wp + p : (y + p) * wp + p + w] = vf[vb + y * w : vb + (y + 1) * w]
+        for y in range(ho):
+            gx[y * rw : y * rw + wo] = gof[gb + y * wo : gb + (y + 1) * wo]
+        gvp[:] = 0
         for u in range(kk):
-            kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
-            for y in range(ho):
-                gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
-            gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
+            dy = u // k
+            dx = u % k
+            kr = kx[u]
+            gr = gkx[u]
+            if stride == 1:
+                vs = vp[dy * wp + dx : dy * wp + dx + n]
+                gs = gvp[dy * wp + dx : dy * wp + dx + n]
+                for i in range(n):
+                    gs[i] += kr[i] * gx[i]
+                    gr[i] += gx[i] * vs[i]
+            else:
+                for y in range(ho):
+                    r0 = (y * stride + dy) * wp + dx
+                    vs = vp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    gs = gvp[r0 : r0 + (wo - 1) * stride + 1 : stride]
+                    krr = kr[y * wo : (y + 1) * wo]
+                    grr = gr[y * wo : (y + 1) * wo]
+                    gxr = gx[y * wo : (y + 1) * wo]
+                    for x in range(wo):
+                        gs[x] += krr[x] * gxr[x]
+                        grr[x] += gxr[x] * vs[x]
+        for y in range(h):
+            gvf[vb + y * w : vb + (y + 1) * w] = gvp[(y + p) * wp + p : (y + p) * wp + p + w]
+    for u in range(kk):
+        kb = (((b * ns + j) * kk + index[a, u]) * na + a) * oplane
+        for y in range(ho):
+            gkf[kb + y * wo : kb + (y + 1) * wo] = gkx[u, y * rw : y * rw + wo]
+        gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
-def _set_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _set_threads() -> int:
+    """Numba's threads follow torch's (capped by ``NUMBA_NUM_THREADS``); returns their number."""
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
 
 
-class NumbaAggregate(torch.autograd.Function):
-    """Autograd Function of the fused aggregation: saves ``v`` and ``kernel`` (no extra buffers).
+# ---- torch.library custom ops: visible to torch.compile / torch.export (fake tensors), differentiable ----------------
+# The op bodies run the compiled kernels on real CPU tensors; the fake implementations give only the output's shape and
+# dtype, so tracing never calls ``.numpy()``. An exported graph holds ``torch.ops.e4net.numba_aggregate`` (importing
+# e4net.backends.numba_agg registers it).
 
-    ``kernel_bias`` (``(s, k*k)``) is added to every generated kernel while it is loaded into cache, and its
-    gradient is summed there too, so the bias of the kernel generator costs no pass over the kernel tensor.
-    """
 
-    @staticmethod
-    def forward(
-        ctx, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
-    ) -> torch.Tensor:  # type: ignore[override]
-        v = v.detach().contiguous()
-        kernel = kernel.detach().contiguous()
-        kbias = kernel_bias.detach().contiguous()
-        index_np = np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
-        k = kernel_side(kernel.shape[2])
-        b, c, n, h, w = v.shape
-        out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
-        _set_threads()
-        _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_np, k, stride, out.numpy())
-        ctx.save_for_backward(v, kernel, kbias)
-        ctx.index_np = index_np
-        ctx.stride = stride
-        return out
+@torch.library.custom_op("e4net::numba_aggregate", mutates_args=(), device_types="cpu")
+def numba_aggregate(
+    v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """The fused aggregation ``(B, C, |A|, H, W), (B, s, k*k, |A|, H', W'), (s, k*k), (|A|, k*k) -> (B, C, |A|, H', W')``
+    with the kernel bias added to every generated kernel while it is loaded into cache."""
+    v, kernel, kbias = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous()
+    k = kernel_side(kernel.shape[2])
+    b, c, n, h, w = v.shape
+    out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(), _set_threads())
+    return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        v, kernel, kbias = ctx.saved_tensors
-        go = grad_out.detach().contiguous()
-        gv = _memory.empty_like(v)
-        gk = _memory.empty_like(kernel)
-        nb, ns, kk, na = kernel.shape[:4]
-        gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
-        _set_threads()
-        _backward(
-            v.numpy(), kernel.numpy(), kbias.numpy(), ctx.index_np, kernel_side(kk), ctx.stride, go.numpy(), gv.numpy(),
-            gk.numpy(), gb.numpy(),
-        )  # fmt: skip
-        return (
-            gv if ctx.needs_input_grad[0] else None,
-            gk if ctx.needs_input_grad[1] else None,
-            gb.view(nb, ns, na, kk).sum((0, 2)) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-        )
+
+@numba_aggregate.register_fake
+def _(
+    v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    k = kernel_side(kernel.shape[2])
+    b, c, n, h, w = v.shape
+    return v.new_empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)))
+
+
+@torch.library.custom_op("e4net::numba_aggregate_backward", mutates_args=(), device_types="cpu")
+def numba_aggregate_backward(
+    grad_out: torch.Tensor, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor,
+    stride: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of :func:`numba_aggregate` with respect to ``v``, ``kernel`` and ``kernel_bias``, in one pass."""
+    v, kernel, kbias, go = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous(), grad_out.contiguous()
+    gv = _memory.empty_like(v)
+    gk = _memory.empty_like(kernel)
+    nb, ns, kk, na = kernel.shape[:4]
+    gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
+    _backward(
+        v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
+        gk.numpy(), gb.numpy(), _set_threads(),
+    )  # fmt: skip
+    return gv, gk, gb.view(nb, ns, na, kk).sum((0, 2))
+
+
+@numba_aggregate_backward.register_fake
+def _(grad_out, v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return torch.empty_like(v), torch.empty_like(kernel), torch.empty_like(kernel_bias)
+
+
+def _index_array(index: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
+    v, kernel, kernel_bias, index, stride = inputs
+    ctx.save_for_backward(v, kernel, kernel_bias, index)
+    ctx.stride = stride
+
+
+def _backward_op(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
+    v, kernel, kernel_bias, index = ctx.saved_tensors
+    gv, gk, gb = numba_aggregate_backward(grad_out, v, kernel, kernel_bias, index, ctx.stride)
+    need = ctx.needs_input_grad
+    return gv if need[0] else None, gk if need[1] else None, gb if need[2] else None, None, None
+
+
+numba_aggregate.register_autograd(_backward_op, setup_context=_setup_context)
 
 
 def aggregate_numba(
@@ -216,7 +331,52 @@ def aggregate_numba(
     stride: int = 1,
     kernel_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The fused CPU aggregation (float32 / float64 CPU tensors of one dtype), the kernel bias fused when given."""
+    """The fused CPU aggregation (float32 / float64 CPU tensors of one dtype), the kernel bias fused when given.
+
+    Runs the custom op ``torch.ops.e4net.numba_aggregate`` (differentiable once; traceable by ``torch.export`` and
+    ``torch.compile``). Memory: the output (forward) and the gradients (backward), nothing else.
+    """
     if kernel_bias is None:
-        kernel_bias = torch.zeros(kernel.shape[1], kernel.shape[2], dtype=v.dtype)
-    return NumbaAggregate.apply(v, kernel, kernel_bias, index, stride)
+        kernel_bias = v.new_zeros(kernel.shape[1], kernel.shape[2])
+    return numba_aggregate(v, kernel, kernel_bias, index, stride)
+
+
+@torch.library.custom_op("e4net::numba_aggregate_generated", mutates_args=(), device_types="cpu")
+def numba_aggregate_generated(
+    v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor,
+    stride: int,
+) -> torch.Tensor:  # fmt: skip
+    """The fused aggregation with the kernels ``weight @ hidden + kernel_bias`` generated inside it (inference: no
+    autograd). ``hidden (B, Ch, |A|, H', W')``, ``weight (s*k*k, Ch)``, ``kernel_bias (s, k*k)``."""
+    v, hidden, weight, kbias = v.contiguous(), hidden.contiguous(), weight.contiguous(), kernel_bias.contiguous()
+    k = kernel_side(kbias.shape[1])
+    b, c, n, h, w = v.shape
+    out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
+    _forward_generated(
+        v.numpy(), hidden.numpy(), weight.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(),
+        _set_threads(),
+    )  # fmt: skip
+    return out
+
+
+@numba_aggregate_generated.register_fake
+def _(v, hidden, weight, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    k = kernel_side(kernel_bias.shape[1])
+    b, c, n, h, w = v.shape
+    return v.new_empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)))
+
+
+def aggregate_numba_generated(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    stride: int = 1,
+    kernel_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`aggregate_numba` of the kernels ``weight @ hidden (+ kernel_bias)``, generated inside the kernel
+    (inference only: the result is not differentiable)."""
+    s = weight.shape[0] // index.shape[1]
+    if kernel_bias is None:
+        kernel_bias = v.new_zeros(s, index.shape[1])
+    return numba_aggregate_generated(v, hidden, weight, kernel_bias, index, stride)

@@ -31,11 +31,12 @@ def _joined(values: tuple) -> str:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
-        help="time E4 layers, train steps and the Eq. 9 instances against baselines measured in the same run",
+        help="time E4 layers, train steps, the Eq. 9 instances and E4 models against baselines measured in the same run",
         description=(
             "Time the E4 layer (Eq. 12) with the unfold 'reference' backend and the fast backend(s), next to a "
             "GroupConv (Eq. 5) of the same width with k=3 and with the same k (layers), whole train steps (train), "
-            "and the layers that are instances of Eq. 9 side by side (instances); prints medians of several "
+            "the layers that are instances of Eq. 9 side by side (instances), and each E4 model against its G-CNN "
+            "twin, train and inference (models); prints medians of several "
             "repeats, peak memory and ratios against a baseline measured in the same run, as tables."
         ),
     )
@@ -110,6 +111,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--instance-group", choices=["p4", "p4m"], default=_DEFAULT.instance_group,
         help="the group (default: %(default)s)",
     )  # fmt: skip
+    pairs = p.add_argument_group("models suite (each E4 model against its G-CNN twin)")
+    pairs.add_argument(
+        "--model-pairs", type=_csv, default=_joined(_DEFAULT.model_pairs),
+        help="comma list of E4:TWIN@BATCH (registered model names; the twin is the baseline) (default: %(default)s)",
+    )  # fmt: skip
+    pairs.add_argument(
+        "--authors-code", default=None, metavar="DIR",
+        help="a checkout of the authors' code (LingshenHe/Efficient-Equivariant-Network) for a row of their E4-Net "
+        "beside ours; without it that row is left out",
+    )  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument(
         "--format", choices=STYLES, default="markdown",
@@ -154,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         instance_size=args.instance_size,
         instance_batch_size=args.instance_batch_size,
         instance_group=args.instance_group,
+        model_pairs=args.model_pairs,
+        authors_code=args.authors_code,
     )
     result = run_benchmarks(config, progress=not args.no_progress)
     print(render(result, args.format))

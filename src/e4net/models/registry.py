@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from ..nn import set_backend
+from .pretrained import check_pretrained_request, load_pretrained
 
 __all__ = ["INPUT_SHAPES", "ModelSpec", "register_model", "list_models", "model_spec", "create_model"]
 
@@ -79,17 +80,25 @@ def model_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(_REGISTRY)}") from None
 
 
-def create_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
+def create_model(name: str, num_classes: int = 10, pretrained: bool = False, **overrides: Any) -> nn.Module:
     """Build the registered model ``name`` with ``num_classes`` outputs; ``overrides`` replace its defaults.
 
+    ``pretrained=True`` loads the weights shipped with e4net (:mod:`e4net.models.pretrained`; the model comes back
+    in eval mode, its training record in ``model.pretrained_cfg``); a ValueError when ``name`` has none, or when
+    ``num_classes`` / ``overrides`` ask for another architecture than the weights'.
     ``backend=NAME`` is not passed to the builder: it is applied to the built model with
     :func:`e4net.nn.set_backend` (the E4 aggregation backend of every E4 layer; ValueError for an unknown name).
     """
     spec = model_spec(name)
     backend = overrides.pop("backend", None)
+    if pretrained:
+        record = check_pretrained_request(name, num_classes, overrides)
+        overrides = {**record.model_args, **overrides}
     kwargs = {**spec.defaults, **overrides}
     try:
         model = spec.builder(num_classes=num_classes, **kwargs)
     except TypeError as exc:
         raise ValueError(f"model {name!r}: bad override ({exc})") from None
+    if pretrained:
+        load_pretrained(model, name)
     return model if backend is None else set_backend(model, backend)

@@ -18,8 +18,11 @@ class _SharedWeightBmm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(weight, x)
+        w = weight.unsqueeze(0).expand(x.shape[0], -1, -1)
+        if torch.compiler.is_compiling():  # traced (torch.export / compile): the plain op, no preallocated buffer
+            return torch.bmm(w, x)
         out = _memory.empty((x.shape[0], weight.shape[0], x.shape[2]), x.dtype, x.device)  # huge pages if large
-        return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x, out=out)
+        return torch.bmm(w, x, out=out)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends import aggregate, check_backend
+from ..backends import aggregate_generated, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
 from .aggregation import GroupAggregation
@@ -38,6 +38,20 @@ from .linear import SlotwiseLinear
 from .norm import GroupBatchNorm, GroupInstanceNorm
 
 CONCAT_MODES = ("both", "kernel", "value", "none")
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether forward hooks (the module's own or global ones) would see ``module`` run."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+    )
+
+
 GENERATOR_NORMS = ("instance", "batch")
 
 
@@ -136,14 +150,20 @@ class E4Conv(GroupAggregation):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``h = ReLU(Norm(W1 x))`` on the output grid: the kernel generator's features before ``W2`` (Sec. 4.1)."""
+        if self.stride > 1:
+            x = x[..., :: self.stride, :: self.stride]
+        return F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
+
     def generate_kernels(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
         """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot).
 
         ``add_bias=False`` omits W2's bias (:meth:`forward` hands it to the aggregation, which fuses it).
         """
-        if self.stride > 1:
-            x = x[..., :: self.stride, :: self.stride]
-        hidden = F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
+        return self._span(self.hidden_features(x), add_bias)
+
+    def _span(self, hidden: torch.Tensor, add_bias: bool) -> torch.Tensor:
         t = self.span(hidden, add_bias=add_bias)
         b, _, n, h, w = t.shape
         return t.view(b, self.slices, self.kernel_size**2, n, h, w)
@@ -153,9 +173,15 @@ class E4Conv(GroupAggregation):
         check_feature_map(x, self.in_channels, self.group, name)
         check_exact_stride(x, self.stride, name)
         v = self.value(x)
-        kernels = self.generate_kernels(x, add_bias=False)
+        hidden = self.hidden_features(x)
         kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
-        y = aggregate(v, kernels, self.relative_position_index, self.stride, self.backend, kernel_bias=kernel_bias)
+        # In inference the fused backends generate each kernel W2 h + b where it is used (no kernel tensor), unless
+        # something observes W2's module (a forward hook, e.g. e4net.count's): then it runs as a module.
+        y = aggregate_generated(
+            v, hidden, self.span.weight, self.relative_position_index, self.stride, self.backend,
+            kernel_bias=kernel_bias, make_kernels=lambda: self._span(hidden, add_bias=False),
+            fuse=not _observed(self.span),
+        )  # fmt: skip
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1, 1)
         return y

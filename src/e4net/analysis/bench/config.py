@@ -36,9 +36,12 @@ class BenchConfig:
     instance_size: int = 28
     instance_batch_size: int = 8
     instance_group: str = "p4"
+    # models suite: "E4:TWIN@BATCH" pairs, and a checkout of the authors' code for their E4-Net row (None: no row)
+    model_pairs: tuple[str, ...] = ("e4net:p4cnn@128", "p4-e4r18:p4-r18@32", "p4m-e4r18:p4m-r18@32")
+    authors_code: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes"):
+        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes", "model_pairs"):
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 
