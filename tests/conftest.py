@@ -29,6 +29,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def _fresh_group_tables() -> None:
+    """Each test computes the groups' cached composition and relative-position tables itself.
+
+    Without this, the first test to touch a group fills the caches of the module-level P4 / P4M for all later
+    tests, and mutation testing (docs/testing.md) would credit a mutated group law to that one test only.
+    """
+    from e4net.groups import GROUPS
+
+    for group in GROUPS.values():
+        for cached in ("composition_table", "_relative_position_tables"):
+            group.__dict__.pop(cached, None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not torch.cuda.is_available():
         skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is available")
