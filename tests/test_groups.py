@@ -44,6 +44,10 @@ def test_p4m_relations():
     assert P4M.compose(r, m) == P4M.element(1, 1)  # index 4*j + i is r^i m^j
     with pytest.raises(ValueError, match="no reflections"):
         P4.element(0, 1)
+    # rotations count modulo 4 and mirrors modulo 2, as exponents do
+    assert [P4M.element(i, j) for i, j in ((5, 0), (-1, 0), (1, 2), (2, 3), (-3, -1))] == [1, 3, 1, 6, 5]
+    assert [P4M.element_name(g) for g in P4M.elements()] == ["e", "r1", "r2", "r3", "m", "r1m", "r2m", "r3m"]
+    assert [P4M.decompose(g) for g in (0, 3, 4, 7)] == [(0, 0), (3, 0), (0, 1), (3, 1)]
     with pytest.raises(ValueError, match="not an element"):
         P4.compose(0, 4)
 
