@@ -16,7 +16,9 @@ def test_conv2d_macs_by_hand(kernel_size, groups):
     kh, kw = kernel_size
     out_pixels = (9 - kh + 1) * (11 - kw + 1)
     assert cnt.macs == 8 * out_pixels * (4 // groups) * kh * kw
-    assert type(cnt.macs) is int and type(cnt.by_module["Conv2d"]) is int  # counts, not floats; the root module is named by its type
+    assert (
+        type(cnt.macs) is int and type(cnt.by_module["Conv2d"]) is int
+    )  # counts, not floats; the root module is named by its type
     assert cnt.params == 8 * (4 // groups) * kh * kw
 
 
