@@ -46,3 +46,42 @@ def test_count_restores_eval_mode_and_refuses_bad_input():
     assert e4net.count(parameterless, (2, 3)).params == 0
     double = torch.nn.Linear(2, 2).double()
     assert e4net.count(double, (2,)).macs == 4  # the input follows the parameters' dtype
+
+
+class _CountsItsInput(torch.nn.Module):
+    """A module whose own count reads its input: count() must pass the inputs of one example (batch size 1)."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def count_macs(self, inputs, output):
+        return inputs[0].numel()
+
+
+def test_count_passes_the_inputs_of_one_zero_example():
+    seen = []
+    probe = _CountsItsInput()
+    probe.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    cnt = e4net.count(probe, (3, 4))
+    assert cnt.macs == 12 and cnt.by_module == {"_CountsItsInput": 12}
+    assert seen[0].shape == (1, 3, 4) and not seen[0].any() and seen[0].dtype == torch.float32
+
+
+def test_by_module_names_and_sums_repeated_calls():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.probe = _CountsItsInput()
+
+        def forward(self, x):
+            return self.probe(self.lin(self.lin(x)))
+
+    cnt = e4net.count(Twice(), (4,))
+    assert cnt.by_module == {"lin": 32, "probe": 4} and cnt.macs == 36  # two calls of lin, summed under its name
+
+
+def test_count_runs_on_the_parameters_device():
+    """The zero input is made on the parameters' device (meta here: no data, shapes only)."""
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3)).to("meta")
+    assert e4net.count(model, (5,)).macs == 15

@@ -20,7 +20,7 @@ def test_get_and_orders():
     assert groups.get("p4") is P4 and groups.get("p4m") is P4M
     assert (P4.name, P4.order, P4.elements()) == ("p4", 4, [0, 1, 2, 3])
     assert (P4M.name, P4M.order, P4M.elements()) == ("p4m", 8, list(range(8)))
-    with pytest.raises(ValueError, match="unknown group 'p6'"):
+    with pytest.raises(ValueError, match="^unknown group 'p6'; known groups: p4, p4m$"):
         groups.get("p6")
 
 
