@@ -125,15 +125,23 @@ def test_group_instance_norm_is_group_norm(G):
     assert repr(plain) == f"GroupInstanceNorm(3, eps=1e-05, affine=False, group={G.name})"
 
 
+def test_defaults_are_batchnorm3d_defaults():
+    ours, ref = enn.GroupBatchNorm(3, P4), nn.BatchNorm3d(3)
+    for attr in ("eps", "momentum", "affine", "track_running_stats"):
+        assert getattr(ours, attr) == getattr(ref, attr), attr
+    assert enn.GroupInstanceNorm(3, P4).eps == nn.GroupNorm(3, 3).eps
+
+
 def test_norm_checks_and_repr():
     bn = enn.GroupBatchNorm(4, "p4m")
     assert bn.group is P4M and repr(bn).endswith("track_running_stats=True, group=p4m)")
     assert enn.GroupInstanceNorm(2, "p4").group is P4
     inorm = enn.GroupInstanceNorm(2, P4)
     assert torch.equal(inorm.weight, torch.ones(2)) and torch.equal(inorm.bias, torch.zeros(2))
-    for make in (lambda: enn.GroupBatchNorm(0, P4), lambda: enn.GroupInstanceNorm(0, P4)):
-        with pytest.raises(ValueError, match="channels"):
-            make()
+    for cls in (enn.GroupBatchNorm, enn.GroupInstanceNorm):
+        for bad in (0, -1, 2.5, True):
+            with pytest.raises(ValueError, match=rf"^{cls.__name__}: channels must be a positive int, got {bad!r}$"):
+                cls(bad, P4)
     for layer in (bn, enn.GroupInstanceNorm(4, P4M)):
         with pytest.raises(ValueError, match=type(layer).__name__):
             layer(torch.randn(2, 4, 4, 3, 3))  # the group axis of p4, not p4m
