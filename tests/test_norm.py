@@ -91,11 +91,8 @@ def test_norm_is_equivariant_when_one_example_is_transformed(G, layer_kind):
         layer = enn.GroupInstanceNorm(2, G)
     else:
         layer = enn.GroupBatchNorm(2, G)
-        layer.train()
-        for seed in range(2):  # running statistics from a few steps, for eval mode
-            layer(_batch(G, seed=10 + seed))
         layer.train(layer_kind == "batch-train")
-    randomize_(layer, 3, scale=0.5) if layer_kind != "batch-eval" else None
+    randomize_(layer, 3, scale=0.5)  # affine weights (and running statistics) that training could reach
     x = _batch(G)
     with torch.no_grad():
         y = layer(x)
@@ -110,14 +107,14 @@ def test_norm_is_equivariant_when_one_example_is_transformed(G, layer_kind):
 @pytest.mark.parametrize("G", GROUPS, ids=str)
 def test_group_instance_norm_is_group_norm(G):
     """``nn.GroupNorm(C, C)`` on the (B, C, |A|, H, W) layout: one mean/var per example and field."""
-    layer = randomize_(enn.GroupInstanceNorm(3, G, eps=1e-4), 4)
-    ref = nn.GroupNorm(3, 3, eps=1e-4)
+    layer = randomize_(enn.GroupInstanceNorm(3, G, eps=0.5), 4)  # a large eps, so that it shows in the output
+    ref = nn.GroupNorm(3, 3, eps=0.5)
     ref.load_state_dict(layer.state_dict())
     x = _batch(G, c=3)
     torch.testing.assert_close(layer(x), ref(x), rtol=1e-5, atol=1e-5)
     mean = x.mean((2, 3, 4), keepdim=True)
     var = x.var((2, 3, 4), unbiased=False, keepdim=True)
-    expect = (x - mean) / torch.sqrt(var + 1e-4) * layer.weight.view(1, -1, 1, 1, 1) + layer.bias.view(1, -1, 1, 1, 1)
+    expect = (x - mean) / torch.sqrt(var + 0.5) * layer.weight.view(1, -1, 1, 1, 1) + layer.bias.view(1, -1, 1, 1, 1)
     torch.testing.assert_close(layer(x), expect.detach(), rtol=1e-5, atol=1e-5)
     plain = enn.GroupInstanceNorm(3, G, affine=False)
     assert plain.weight is None and plain.bias is None and list(plain.parameters()) == []
