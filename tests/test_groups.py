@@ -261,6 +261,34 @@ def test_contract_relative_position_tables_compose_for_all_pairs(g, over_group):
             assert torch.equal(table[b][table[a]], table[g.compose(a, b)]), (g.name, k, a, b)
 
 
+@pytest.mark.parametrize("G", REGISTERED, ids=str)
+def test_elements_are_checked_exactly(G):
+    """Only ints 0..|A|-1 are elements: not bools, floats, negatives or |A|; the message states the range."""
+    last = G.order - 1
+    for bad in (True, False, 1.0, -1, G.order, "1"):
+        for call in (lambda g: G.compose(g, 0), lambda g: G.compose(0, g), G.inverse, lambda g: G.act_on_signal(
+                torch.zeros(2, 2), g)):  # fmt: skip
+            with pytest.raises(
+                ValueError, match=rf"^{bad!r} is not an element of {G.name} \(expected an int in 0\.\.{last}\)$"
+            ):
+                call(bad)
+
+
+def test_action_input_errors_name_the_shape():
+    with pytest.raises(ValueError, match=r"at least 2 dims \(the grid of p4\), got shape \(3,\)$"):
+        P4.act_on_signal(torch.zeros(3), 0)
+    with pytest.raises(ValueError, match=r"at least 2 dims \(the grid of p4\), got shape list$"):
+        P4.act_on_signal([[1.0]], 0)
+    with pytest.raises(
+        ValueError, match=r"group feature map \(\.\.\., 8, H, W\) for p4m, got shape \(1, 2, 4, 3, 3\)$"
+    ):
+        P4M.act_on_features(torch.zeros(1, 2, 4, 3, 3), 1)
+    with pytest.raises(ValueError, match=r"for p4, got shape \(3, 3\)$"):
+        P4.act_on_features(torch.zeros(3, 3), 1)  # too few dims for a group axis
+    with pytest.raises(ValueError, match=r"for p4, got shape list$"):
+        P4.act_on_features([[[1.0]]], 1)
+
+
 def test_contract_input_checks():
     with pytest.raises(ValueError, match="at least 3 dims"):
         CUBE.act_on_signal(torch.zeros(3, 3), 0)

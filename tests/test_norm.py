@@ -122,6 +122,17 @@ def test_group_instance_norm_is_group_norm(G):
     assert repr(plain) == f"GroupInstanceNorm(3, eps=1e-05, affine=False, group={G.name})"
 
 
+@pytest.mark.parametrize("G", GROUPS, ids=str)
+def test_group_batch_norm_without_running_statistics(G):
+    """``track_running_stats=False``: batch statistics in eval mode too, as ``nn.BatchNorm3d``."""
+    ours = enn.GroupBatchNorm(2, G, track_running_stats=False).eval()
+    ref = nn.BatchNorm3d(2, track_running_stats=False).eval()
+    assert ours.running_mean is None and not ours.track_running_stats
+    x = _batch(G)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert ours(x).mean((0, 2, 3, 4)).abs().max() < 1e-5  # normalised with this batch's own statistics
+
+
 def test_defaults_are_batchnorm3d_defaults():
     ours, ref = enn.GroupBatchNorm(3, P4), nn.BatchNorm3d(3)
     for attr in ("eps", "momentum", "affine", "track_running_stats"):
