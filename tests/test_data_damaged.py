@@ -1,13 +1,15 @@
-"""MNIST-rot archives that are damaged *inside* (a member whose bytes fail their CRC or do not inflate) and paths
-with non-ASCII characters: each gives the parsed data or one clean "is corrupt" :class:`DataError`, never a raw
-``zlib.error`` / ``zipfile.BadZipFile``.
+"""Data files damaged *inside*, and paths with non-ASCII characters: each gives the parsed data or one clean
+"is corrupt" :class:`DataError`, never a raw ``zlib.error`` / ``zipfile.BadZipFile`` / ``KeyError``.
 
-``test_data.py`` covers a zip that is not a zip and a truncated one; here the archive's directory is intact and only
-a member's data is bad, so the error appears while the ``.amat`` is read.
+* MNIST-rot zips whose directory is intact but a member's bytes fail their CRC or do not inflate (``test_data.py``
+  covers a file that is not a zip and a truncated one), and non-ASCII zip / ``.amat`` paths;
+* CIFAR batches in the official format (Python 2 pickles) and damaged batches;
+* a download that fails verification.
 """
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import zipfile
 import zlib
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from e4net.cli.main import main
 from e4net.data import DataError, load_dataset, mnist_rot
@@ -155,3 +158,95 @@ def test_non_ascii_bytes_inside_the_amat_are_corrupt(tmp_path):
     with pytest.raises(E4NetError, match=rf"{mnist_rot.TRAIN_FILE} is not a text .amat file \(non-ASCII bytes\)"):
         load_dataset("mnist-rot", root)
     shutil.rmtree(root)
+
+
+# ---- CIFAR python batches: the Python 2 format of the official files, and damaged batches ----------------------
+
+
+def _py2(value) -> bytes:
+    """``value`` pickled as Python 2 pickles it (protocol 2): a str is a SHORT_BINSTRING, as in the official batches,
+    which Python 3 reads as ``bytes`` only with ``encoding="bytes"``."""
+    if isinstance(value, bytes):
+        return b"U" + bytes([len(value)]) + value
+    if isinstance(value, int):
+        return b"K" + bytes([value]) if 0 <= value < 256 else b"J" + value.to_bytes(4, "little", signed=True)
+    if isinstance(value, list):
+        return b"](" + b"".join(_py2(v) for v in value) + b"e"
+    if isinstance(value, dict):
+        return b"}(" + b"".join(_py2(k) + _py2(v) for k, v in value.items()) + b"u"
+    raise TypeError(type(value))
+
+
+def _cifar10_folder(root: Path, batches: dict[str, bytes] | None = None) -> dict[str, tuple[list, list]]:
+    """An extracted CIFAR-10 folder of 1-image Python 2 batches (labels 0..5), ``batches`` replacing some files."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    content = {}
+    for i, name in enumerate([f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]):
+        pixels = [(7 * i + p) % 256 for p in range(3072)]
+        content[name] = ([pixels], [i % 10])
+        raw = b"\x80\x02" + _py2({b"batch_label": b"x", b"data": [pixels], b"labels": [i % 10]}) + b"."
+        (folder / name).write_bytes((batches or {}).get(name, raw))
+    return content
+
+
+def test_cifar_python2_batches_load(tmp_path):
+    content = _cifar10_folder(tmp_path)
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.train.x.dtype == torch.uint8 and ds.train.x.shape == (5, 3, 32, 32) and ds.test.x.shape == (1, 3, 32, 32)
+    assert ds.train.y.dtype == torch.int64 and ds.train.y.tolist() == [0, 1, 2, 3, 4] and ds.test.y.tolist() == [5]
+    assert ds.train.x[2].flatten().tolist() == content["data_batch_3"][0][0]  # channel-major, row-major
+
+
+def _py3_batch(data, labels, key=b"labels") -> bytes:
+    return pickle.dumps({b"data": data, key: labels})
+
+
+GOOD = np.zeros((1, 3072), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        (pickle.dumps([1, 2]), r"^test_batch is corrupt: it is not a CIFAR python batch \(no b'data'\)$"),
+        (pickle.dumps({b"labels": [1]}), r"^test_batch is corrupt: it is not a CIFAR python batch \(no b'data'\)$"),
+        (pickle.dumps(5), r"^test_batch is corrupt: it is not a CIFAR python batch \(no b'data'\)$"),
+        (b"\x80\x02garbage", r"^test_batch is corrupt: it is not a CIFAR python batch \("),
+        (
+            _py3_batch(GOOD, [], key=b"fine"),
+            r"^test_batch is corrupt: expected data \(N, 3072\) and N labels, got \(1, 3072\) and 0$",
+        ),
+        (_py3_batch(np.zeros((2, 3000), np.uint8), [1, 2]), r"got \(2, 3000\) and 2$"),
+        (_py3_batch(np.zeros(3072, np.uint8), [1]), r"got \(3072,\) and 1$"),
+        (_py3_batch(GOOD, [1, 2]), r"got \(1, 3072\) and 2$"),
+        (_py3_batch(GOOD, [-1]), r"^test_batch is corrupt: labels outside 0\.\.9$"),
+        (_py3_batch(GOOD, [10]), r"^test_batch is corrupt: labels outside 0\.\.9$"),
+    ],
+    ids=["list", "no-data", "int", "garbage", "no-labels", "short-rows", "1-d", "more-labels", "label-1", "label10"],
+)
+def test_cifar_damaged_batch_is_one_clean_error(tmp_path, batch, message):
+    _cifar10_folder(tmp_path, {"test_batch": batch})
+    with pytest.raises(DataError, match=message):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_cifar_labels_at_the_ends_of_the_range_and_int32_arrays(tmp_path):
+    labels = np.array([0], dtype=np.int32)
+    _cifar10_folder(tmp_path, {"test_batch": _py3_batch(GOOD, labels), "data_batch_1": _py3_batch(GOOD, [9])})
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.test.y.tolist() == [0] and ds.test.y.dtype == torch.int64 and ds.train.y[0].item() == 9
+
+
+# ---- downloads: file:// URLs exercise the same code without a server --------------------------------------------
+
+
+def test_download_verifies_by_default_and_makes_the_folder(tmp_path):
+    from e4net.data._files import download, file_digest
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"payload")
+    dest = tmp_path / "new" / "nested" / "file.bin"
+    with pytest.raises(DataError, match="has md5 .*, not the official 0{32}; it was not kept"):
+        download(src.as_uri(), dest, "0" * 32)
+    assert not dest.exists() and not [p for p in dest.parent.iterdir()]  # no partial file left
+    assert download(src.as_uri(), dest, file_digest(src)) == dest and dest.read_bytes() == b"payload"
