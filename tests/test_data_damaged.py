@@ -250,3 +250,27 @@ def test_download_verifies_by_default_and_makes_the_folder(tmp_path):
         download(src.as_uri(), dest, "0" * 32)
     assert not dest.exists() and not [p for p in dest.parent.iterdir()]  # no partial file left
     assert download(src.as_uri(), dest, file_digest(src)) == dest and dest.read_bytes() == b"payload"
+
+
+def test_download_writes_a_hidden_part_file_beside_the_target(tmp_path, monkeypatch):
+    """Atomic: the bytes go to ``.NAME.*.part`` in the target's folder (same file system), then ``os.replace``;
+    the request has a timeout, the progress bar the announced size."""
+    import urllib.request
+
+    import tqdm
+
+    from e4net.data import _files
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    replaced, opened, totals = [], [], []
+    real_replace, real_urlopen, real_tqdm = _files.os.replace, urllib.request.urlopen, tqdm.tqdm
+    monkeypatch.setattr(_files.os, "replace", lambda a, b: replaced.append((Path(a), Path(b))) or real_replace(a, b))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, **kw: opened.append(kw) or real_urlopen(url, **kw))
+    monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: totals.append(kw["total"]) or real_tqdm(*a, **kw))
+    dest = tmp_path / "data" / "file.bin"
+    _files.download(src.as_uri(), dest, _files.file_digest(src))
+    ((part, target),) = [r for r in replaced if r[1] == dest]  # (os.replace also writes the digest cache)
+    assert part.parent == dest.parent
+    assert part.name.startswith(".file.bin.") and part.name.endswith(".part") and not part.exists()
+    assert opened == [{"timeout": 60}] and totals == [1000]
