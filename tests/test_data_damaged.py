@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from e4net.cli.main import main
-from e4net.data import DataError, load_dataset, mnist_rot
+from e4net.data import DataError, cifar, load_dataset, mnist_rot
 from e4net.errors import E4NetError
 
 NON_ASCII = "données-ü-数据 ☃"  # accents, CJK, a symbol and a space
@@ -252,9 +253,25 @@ def test_download_verifies_by_default_and_makes_the_folder(tmp_path):
     assert download(src.as_uri(), dest, file_digest(src)) == dest and dest.read_bytes() == b"payload"
 
 
+class _Bar:
+    """Stands in for tqdm's bar in :func:`download`: records its arguments, updates and closing."""
+
+    made: list[_Bar] = []
+
+    def __init__(self, **kw):
+        self.kw, self.updates, self.closed = kw, [], False
+        _Bar.made.append(self)
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+
 def test_download_writes_a_hidden_part_file_beside_the_target(tmp_path, monkeypatch):
     """Atomic: the bytes go to ``.NAME.*.part`` in the target's folder (same file system), then ``os.replace``;
-    the request has a timeout, the progress bar the announced size."""
+    the request has a timeout; the progress bar counts bytes of the announced size in 1 MiB blocks."""
     import urllib.request
 
     import tqdm
@@ -262,15 +279,90 @@ def test_download_writes_a_hidden_part_file_beside_the_target(tmp_path, monkeypa
     from e4net.data import _files
 
     src = tmp_path / "src.bin"
-    src.write_bytes(b"x" * 1000)
-    replaced, opened, totals = [], [], []
-    real_replace, real_urlopen, real_tqdm = _files.os.replace, urllib.request.urlopen, tqdm.tqdm
+    src.write_bytes(b"x" * (2 * 2**20 + 5))
+    replaced, opened = [], []
+    real_replace, real_urlopen = _files.os.replace, urllib.request.urlopen
     monkeypatch.setattr(_files.os, "replace", lambda a, b: replaced.append((Path(a), Path(b))) or real_replace(a, b))
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, **kw: opened.append(kw) or real_urlopen(url, **kw))
-    monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: totals.append(kw["total"]) or real_tqdm(*a, **kw))
+    monkeypatch.setattr(tqdm, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
     dest = tmp_path / "data" / "file.bin"
     _files.download(src.as_uri(), dest, _files.file_digest(src))
     ((part, target),) = [r for r in replaced if r[1] == dest]  # (os.replace also writes the digest cache)
     assert part.parent == dest.parent
     assert part.name.startswith(".file.bin.") and part.name.endswith(".part") and not part.exists()
-    assert opened == [{"timeout": 60}] and totals == [1000]
+    assert dest.read_bytes() == src.read_bytes() and opened == [{"timeout": 60}]
+    (bar,) = _Bar.made
+    assert bar.kw == {
+        "total": 2 * 2**20 + 5,
+        "unit": "B",
+        "unit_scale": True,
+        "desc": "download file.bin",
+        "leave": False,
+    }
+    assert bar.updates == [2**20, 2**20, 5] and bar.closed
+
+
+# ---- CIFAR: defaults, downloads passing verify / checksum on, archives with other member paths ---------------------
+
+
+def _cifar10_archive(path: Path, prefix: str = "cifar-10-batches-py/", skip: str = "") -> None:
+    folder = path.parent / "build"
+    _cifar10_folder(folder)
+    with tarfile.open(path, "w:gz") as tf:
+        for f in sorted((folder / "cifar-10-batches-py").iterdir()):
+            if f.name != skip:
+                tf.add(f, arcname=prefix + f.name)
+    shutil.rmtree(folder)
+
+
+def test_cifar_defaults_neither_download_nor_skip_verification(tmp_path):
+    with pytest.raises(DataError, match=r"cifar10 not found in .*Pass --download to fetch it from https://"):
+        cifar.load("cifar10", tmp_path)
+    _cifar10_archive(tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match="is not the official cifar10 archive"):
+        cifar.load("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "prefix", ["cifar-10-batches-py/", "./cifar-10-batches-py/", ""], ids=["folder", "dot", "flat"]
+)
+def test_cifar_archive_member_paths(tmp_path, prefix):
+    _cifar10_archive(tmp_path / "cifar-10-python.tar.gz", prefix)
+    arrays = cifar.load("cifar10", tmp_path, verify=False)
+    assert arrays["x_train"].shape == (5, 3, 32, 32) and arrays["y_test"].tolist() == [5]
+
+
+def test_cifar_incomplete_archive_and_folder(tmp_path):
+    _cifar10_archive(tmp_path / "cifar-10-python.tar.gz", skip="test_batch")
+    with pytest.raises(
+        DataError, match=r"does not contain cifar-10-batches-py/test_batch; it is not the cifar10 archive$"
+    ):
+        cifar.load("cifar10", tmp_path, verify=False)
+    other = tmp_path / "other"
+    _cifar10_folder(other)
+    (other / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"cifar-10-batches-py is incomplete: data_batch_3 is missing$"):
+        cifar.load("cifar10", other)
+    (other / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"")
+    assert not (other / "cifar-10-batches-py" / ".e4net-cache").exists()
+
+
+def test_cifar_cache_is_named_after_the_data_set(tmp_path):
+    _cifar10_folder(tmp_path)
+    cifar.load("cifar10", tmp_path)
+    assert (tmp_path / "cifar-10-batches-py" / ".e4net-cache" / "cifar10.bin").is_file()
+
+
+def test_cifar_download_passes_verify_and_checksum_on(tmp_path, monkeypatch):
+    from e4net.data._files import file_digest
+
+    served = tmp_path / "served" / "cifar-10-python.tar.gz"
+    served.parent.mkdir()
+    _cifar10_archive(served)
+    monkeypatch.setitem(cifar.SPECS["cifar10"], "url", served.as_uri())
+    with pytest.raises(DataError, match="it was not kept"):  # verified by default: not the official archive
+        load_dataset("cifar10", tmp_path / "a", download=True)
+    assert len(load_dataset("cifar10", tmp_path / "b", download=True, verify=False).train) == 5  # kept unverified
+    sha = file_digest(served, "sha256")
+    assert len(load_dataset("cifar10", tmp_path / "c", download=True, checksum=sha).train) == 5
