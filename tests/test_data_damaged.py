@@ -329,15 +329,15 @@ def test_cifar_defaults_neither_download_nor_skip_verification(tmp_path):
 )
 def test_cifar_archive_member_paths(tmp_path, prefix):
     _cifar10_archive(tmp_path / "cifar-10-python.tar.gz", prefix)
-    arrays = cifar.load("cifar10", tmp_path, verify=False)
+    with pytest.warns(UserWarning, match="not verifying"):
+        arrays = cifar.load("cifar10", tmp_path, verify=False)
     assert arrays["x_train"].shape == (5, 3, 32, 32) and arrays["y_test"].tolist() == [5]
 
 
 def test_cifar_incomplete_archive_and_folder(tmp_path):
     _cifar10_archive(tmp_path / "cifar-10-python.tar.gz", skip="test_batch")
-    with pytest.raises(
-        DataError, match=r"does not contain cifar-10-batches-py/test_batch; it is not the cifar10 archive$"
-    ):
+    missing = r"does not contain cifar-10-batches-py/test_batch; it is not the cifar10 archive$"
+    with pytest.raises(DataError, match=missing), pytest.warns(UserWarning, match="not verifying"):
         cifar.load("cifar10", tmp_path, verify=False)
     other = tmp_path / "other"
     _cifar10_folder(other)
