@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 import shutil
 import tarfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -366,3 +369,83 @@ def test_cifar_download_passes_verify_and_checksum_on(tmp_path, monkeypatch):
     assert len(load_dataset("cifar10", tmp_path / "b", download=True, verify=False).train) == 5  # kept unverified
     sha = file_digest(served, "sha256")
     assert len(load_dataset("cifar10", tmp_path / "c", download=True, checksum=sha).train) == 5
+
+
+# ---- the .amat parser and MNIST-rot's file lookup -----------------------------------------------------------------
+
+
+def test_parse_amat_by_hand():
+    tr, x, y = _amat(2, 3)
+    xs, ys = mnist_rot.parse_amat(tr, "t.amat", None)  # any number of rows when none is expected
+    assert xs.dtype == np.float32 and ys.dtype == np.int64 and xs.shape == (2, 1, 28, 28)
+    np.testing.assert_allclose(xs.reshape(2, -1), x, rtol=1e-3)
+    assert ys.tolist() == y.tolist()
+    one, _ = mnist_rot.parse_amat(tr.splitlines()[0], "t.amat", None)  # a single row (bytes without newline)
+    assert one.shape == (1, 1, 28, 28)
+    assert mnist_rot.parse_amat(tr.decode(), "t.amat", 2)[1].tolist() == y.tolist()  # str input too
+    bad = [
+        (
+            b"",
+            None,
+            r"^t\.amat is corrupt: expected N rows of 785 numbers \(784 pixels then the label\), found 0 lines and 0 numbers$",
+        ),
+        (tr, 3, r"^t\.amat is corrupt: expected 3 rows of 785 numbers .* found 2 lines and 1570 numbers$"),
+        (
+            tr.rsplit(b" ", 1)[0] + b" 10\n",
+            2,
+            r"^t\.amat is corrupt: its last column holds values that are not the labels 0-9$",
+        ),
+        (tr.rsplit(b" ", 1)[0] + b" 2.5\n", 2, r"labels 0-9$"),
+        (b"nan " + tr.split(b" ", 1)[1], 2, r"^t\.amat is corrupt: it holds non-finite pixel values$"),
+    ]
+    for text, rows, message in bad:
+        with pytest.raises(DataError, match=message):
+            mnist_rot.parse_amat(text, "t.amat", rows)
+
+
+def test_mnist_rot_find_defaults_and_lookup(tmp_path):
+    with pytest.raises(DataError, match=r"MNIST-rot not found in .*Pass --download to fetch it from http"):
+        mnist_rot.find(tmp_path)  # no download unless asked
+    (tmp_path / mnist_rot.TRAIN_FILE).write_bytes(b"1 2\n")  # one of the two extracted files only: not found
+    with pytest.raises(DataError, match="MNIST-rot not found"):
+        mnist_rot.find(tmp_path)
+    zpath = tmp_path / mnist_rot.ZIP_NAME
+    _write_zip(zpath, zipfile.ZIP_DEFLATED)
+    (tmp_path / mnist_rot.TEST_FILE).write_bytes(b"1 2\n")
+    with pytest.warns(UserWarning, match="not the official MNIST-rot zip"):
+        assert mnist_rot.find(tmp_path) == [zpath]  # verified by default; the zip wins over extracted files
+    sha = hashlib.sha256(zpath.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mnist_rot.find(tmp_path, checksum=sha.upper()) == [zpath]  # a known copy: accepted silently
+    with pytest.raises(DataError, match="--checksum 'xyz' is not an md5"):
+        mnist_rot.find(tmp_path, checksum="xyz")
+
+
+def test_data_warnings_point_at_the_loader(tmp_path):
+    """The "not the official file" warning is attributed to the data set's loader (``find``), not to the plumbing."""
+    _write_zip(tmp_path / mnist_rot.ZIP_NAME, zipfile.ZIP_STORED)
+    with pytest.warns(UserWarning, match="not the official") as caught:
+        mnist_rot.find(tmp_path)
+    assert Path(caught[0].filename).name == "mnist_rot.py"
+
+
+def test_a_cache_holding_pickled_objects_is_rebuilt(tmp_path):
+    """The binary cache is read without unpickling: a cache file whose records are object arrays (pickles, which
+    could run code) is not trusted but rebuilt from the source."""
+    from e4net.data import _files
+
+    xtr = _write_zip(tmp_path / mnist_rot.ZIP_NAME, zipfile.ZIP_DEFLATED)
+    with pytest.warns(UserWarning):
+        good = mnist_rot.load(tmp_path)
+    (cache,) = (tmp_path / ".e4net-cache").iterdir()
+    meta = {**_files.source_fingerprint([tmp_path / mnist_rot.ZIP_NAME]), "extra": {}}
+    keys = list(good)
+    with open(cache, "wb") as f:
+        np.save(f, np.array(json.dumps({**meta, "keys": keys})), allow_pickle=False)
+        for _ in keys:
+            np.save(f, np.array([{"not": "data"}], dtype=object), allow_pickle=True)
+    with pytest.warns(UserWarning):
+        again = mnist_rot.load(tmp_path)
+    assert again["x_train"].dtype == np.float32
+    np.testing.assert_allclose(again["x_train"].reshape(6, -1), xtr, rtol=1e-3)
