@@ -449,3 +449,89 @@ def test_a_cache_holding_pickled_objects_is_rebuilt(tmp_path):
         again = mnist_rot.load(tmp_path)
     assert again["x_train"].dtype == np.float32
     np.testing.assert_allclose(again["x_train"].reshape(6, -1), xtr, rtol=1e-3)
+
+
+# ---- checksums and the digest cache --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256"])
+def test_verify_file_names_each_digest(tmp_path, algorithm):
+    from e4net.data._files import file_digest, verify_file
+
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"content")
+    other = "ab" * (20 if algorithm == "sha1" else 32)
+    n = len(other)
+    message = (
+        rf"file\.bin is not the official file\.bin: its checksum \(md5 [0-9a-f]{{32}}, {algorithm} [0-9a-f]{{{n}}}\) "
+    )
+    with pytest.raises(DataError, match=message + r"differs from the official md5 0{32} and from --checksum " + other):
+        verify_file(path, "0" * 32, checksum=other)  # verified (and refused) by default
+    assert verify_file(path, "0" * 32, checksum=file_digest(path, algorithm).upper().lower()) is True
+    with pytest.warns(UserWarning, match="not verifying the checksum"):
+        assert verify_file(path, "0" * 32, verify=False) is False
+    assert file_digest(path) == hashlib.md5(b"content").hexdigest()  # md5 by default
+
+
+def test_checksum_argument_lengths(tmp_path):
+    from e4net.data._files import check_checksum_arg
+
+    for good in ("a" * 32, "B" * 40, "c" * 64):
+        assert check_checksum_arg(f" {good} ") == good.lower()
+    for bad in ("a" * 31, "a" * 41, "a" * 10, "g" * 32):
+        with pytest.raises(DataError, match="is not an md5 \\(32\\), sha1 \\(40\\) or sha256 \\(64\\) hex digest"):
+            check_checksum_arg(bad)
+
+
+def test_known_digests_are_remembered_per_file(tmp_path, monkeypatch):
+    from e4net.data._files import cache_dir, file_digest, known_digest
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    assert known_digest(a, "md5") == file_digest(a) and known_digest(b, "md5") == file_digest(b)
+    store = json.loads((cache_dir() / "digests.json").read_text())
+    assert sorted(store.values()) == sorted([file_digest(a), file_digest(b)])
+    from e4net.data import _files
+
+    monkeypatch.setattr(_files, "file_digest", lambda *args: pytest.fail("digest computed again"))
+    assert known_digest(a, "md5") == hashlib.md5(b"a").hexdigest()  # remembered, not recomputed
+    assert known_digest(b, "md5") == hashlib.md5(b"b").hexdigest()
+
+
+def test_mnist_rot_defaults_and_arguments_are_passed_on(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="Pass --download"):
+        mnist_rot.load(tmp_path / "empty")  # no download by default
+    zpath = tmp_path / "local" / mnist_rot.ZIP_NAME
+    _write_zip(zpath, zipfile.ZIP_DEFLATED)
+    with pytest.warns(UserWarning, match="is not the official MNIST-rot zip"):
+        mnist_rot.load(zpath.parent)  # verified by default (and used anyway)
+    with pytest.warns(UserWarning, match="not verifying"):
+        mnist_rot.find(zpath.parent, verify=False)
+    sha = hashlib.sha256(zpath.read_bytes()).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mnist_rot.load(zpath.parent, checksum=sha)  # the checksum reaches the verification: silent
+    # downloads get verify and checksum too
+    monkeypatch.setattr(mnist_rot, "URL", zpath.as_uri())
+    with pytest.raises(DataError, match="it was not kept"):
+        mnist_rot.find(tmp_path / "d1", download_=True)
+    assert mnist_rot.find(tmp_path / "d2", download_=True, verify=False) == [tmp_path / "d2" / mnist_rot.ZIP_NAME]
+    assert mnist_rot.find(tmp_path / "d3", download_=True, checksum=sha) == [tmp_path / "d3" / mnist_rot.ZIP_NAME]
+
+
+def test_mnist_rot_zip_content_errors_name_the_member(tmp_path):
+    zpath = tmp_path / mnist_rot.ZIP_NAME
+    tr, _, _ = _amat(6, 0)
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr(mnist_rot.TRAIN_FILE, tr)
+    with pytest.raises(
+        DataError, match=rf"^{zpath} does not contain {mnist_rot.TEST_FILE}; it is not the MNIST-rot zip$"
+    ):
+        mnist_rot.load(tmp_path, checksum=hashlib.sha256(zpath.read_bytes()).hexdigest())
+    te, _, _ = _amat(3, 1)  # 3 test rows where 4 are expected
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr(mnist_rot.TRAIN_FILE, tr)
+        z.writestr(mnist_rot.TEST_FILE, te)
+    with pytest.raises(DataError, match=rf"^{mnist_rot.TEST_FILE} is corrupt: expected 4 rows"):
+        mnist_rot.load(tmp_path, checksum=hashlib.sha256(zpath.read_bytes()).hexdigest())
