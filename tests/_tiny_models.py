@@ -42,6 +42,18 @@ class TinyPlain(nn.Module):
         return self.fc(self.gpool(self.pool(self.bn(self.lift(x))).relu()))
 
 
+class TinyDropout(TinyPlain):
+    """:class:`TinyPlain` with dropout before the classifier: every training step draws from torch's global RNG,
+    so a resumed run is bit-identical to an uninterrupted one only if ``--resume`` restores that RNG's state."""
+
+    def __init__(self, num_classes: int = 10, p: float = 0.5):
+        super().__init__(num_classes)
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.gpool(self.pool(self.bn(self.lift(x))).relu())))
+
+
 class NanAfter(TinyPlain):
     """Outputs NaN from its ``nan_at``-th training forward pass on (a model whose loss diverges)."""
 
@@ -72,6 +84,9 @@ def register() -> None:
     )
     register_model("tiny-bn", dataset="mnist-rot", group="p4", description="fast test model with batch norm")(
         lambda num_classes=10, **kw: TinyPlain(num_classes, norm=True, **kw)
+    )
+    register_model("tiny-dropout", dataset="mnist-rot", group="p4", description="test model with dropout")(
+        lambda num_classes=10, **kw: TinyDropout(num_classes, **kw)
     )
     register_model("tiny-nan", dataset="mnist-rot", group="p4", description="test model that diverges")(
         lambda num_classes=10, **kw: NanAfter(num_classes, **kw)

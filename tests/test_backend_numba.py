@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e4net.backends import aggregate, output_size, resolve_backend
+from e4net.backends.dispatch import last_backend_run
 from e4net.groups import P4, P4M, Group
 from e4net.nn import E4Conv
 
@@ -37,6 +38,7 @@ def _inputs(group: Group, b: int, c: int, s: int, k: int, h: int, w: int, stride
 
 def _out_and_grads(backend: str, v, ker, perm, stride, grad_out=None):
     out = aggregate(v, ker, perm, stride, backend)
+    assert last_backend_run() == backend  # the named implementation ran, not the fallback
     if grad_out is None:
         grad_out = torch.randn_like(out)
     gv, gk = torch.autograd.grad(out, (v, ker), grad_out)

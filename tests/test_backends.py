@@ -5,6 +5,7 @@ implementation), a backend failing at run time marked unusable once, ``use_backe
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import warnings
 
@@ -16,11 +17,32 @@ from hypothesis import strategies as st
 from e4net import backends
 from e4net.backends import aggregate, dispatch, get_backend, resolve_backend, transform_kernel, use_backend
 from e4net.backends._geometry import kernel_side
+from e4net.backends.dispatch import last_backend_run
 from e4net.groups import P4, P4M
 from e4net.nn import E4Conv, set_backend
 
 GROUPS = [P4, P4M]
-FAST = [b for b in backends.available_backends() if b not in ("auto", "reference")]
+
+
+def _cannot_run_here(name: str) -> str | None:
+    """Why backend ``name`` would not itself run on this process's CPU float64 tensors with gradients (the
+    dispatcher would run the fallback instead), or None if it runs."""
+    v = torch.zeros(1, 1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    kern = torch.zeros(1, 1, 9, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    ran = resolve_backend(name, v, kern)
+    if ran == name:
+        return None
+    hint = " (Triton runs on CUDA, or on CPU under TRITON_INTERPRET=1)" if name == "triton" else ""
+    return f"the {name!r} backend cannot run on CPU float64 tensors here{hint}: the dispatcher would run {ran!r}"
+
+
+# Every available backend but the reference, each skipped (with the reason) where it cannot run, never replaced by the
+# fallback: a case that ran "shift" under another name would test shift twice and the named backend not at all.
+FAST = [
+    pytest.param(name, marks=pytest.mark.skipif(bool(why := _cannot_run_here(name)), reason=why or ""))
+    for name in backends.available_backends()
+    if name not in ("auto", "reference")
+]
 
 
 def _inputs(G, b, c, s, k, h, w, stride, dtype=torch.float64, seed=0):
@@ -67,6 +89,7 @@ def test_backend_matches_reference(backend, gi, b, groups_, s, k, h, w, stride, 
     v, kern, perm = _inputs(G, b, groups_ * s, s, k, h, w, stride, seed=seed)
     ref = aggregate(v, kern, perm, stride, "reference")
     out = aggregate(v, kern, perm, stride, backend)
+    assert last_backend_run() == backend  # the named implementation ran, not the fallback
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10)
     g = torch.randn_like(ref)
     gv_ref, gk_ref = torch.autograd.grad(ref, (v, kern), g)
@@ -81,6 +104,7 @@ def test_backend_matches_reference(backend, gi, b, groups_, s, k, h, w, stride, 
 def test_gradcheck(backend, G, stride):
     v, kern, perm = _inputs(G, 1, 2, 2, 3, 5, 4, stride)
     assert torch.autograd.gradcheck(lambda a, b: aggregate(a, b, perm, stride, backend), (v, kern))
+    assert last_backend_run() == backend
 
 
 def test_unknown_backend():
@@ -174,6 +198,59 @@ def test_choice_for_a_device_and_a_bias():
     v, kern, _ = _small(torch.float32)
     assert resolve_backend("numba", v, kern, torch.zeros(2, 9, dtype=torch.float64)) == "shift"
     assert resolve_backend("reference", v, kern) == "reference"
+
+
+IMPLEMENTATIONS = {  # backend -> (module, function) of its implementation
+    "reference": ("e4net.backends.reference", "aggregate_reference"),
+    "shift": ("e4net.backends.shift", "aggregate_shift"),
+    "numba": ("e4net.backends.numba_agg", "aggregate_numba"),
+    "triton": ("e4net.backends.triton_agg", "aggregate_triton"),
+}
+
+
+@pytest.fixture
+def ran(monkeypatch) -> list[str]:
+    """The implementations called, in order, recorded by wrapping each installed implementation function."""
+    calls: list[str] = []
+    for name, (module, attr) in IMPLEMENTATIONS.items():
+        if name not in backends.available_backends():
+            continue
+        mod = importlib.import_module(module)
+        fn = getattr(mod, attr)
+        monkeypatch.setattr(mod, attr, lambda *a, _fn=fn, _name=name, **kw: calls.append(_name) or _fn(*a, **kw))
+    return calls
+
+
+def test_the_implementation_that_ran_is_recorded(ran, no_interpreter):
+    """``last_backend_run`` names the implementation that actually ran (checked against the implementations' own
+    calls): the named backend where it runs, the fallback where it cannot, the ``use_backend`` override."""
+    v64, kern64, perm = _small(torch.float64)
+    vbf, kernbf, _ = _small(torch.bfloat16)
+    cases = [("reference", v64, kern64, "reference"), ("shift", v64, kern64, "shift"), ("auto", vbf, kernbf, "shift")]
+    if HAS_NUMBA:
+        cases += [("numba", v64, kern64, "numba"), ("auto", v64, kern64, "numba"), ("numba", vbf, kernbf, "shift")]
+    if HAS_TRITON:
+        cases += [("triton", v64, kern64, "shift")]  # CPU without the interpreter: the fallback, recorded as such
+    for asked, v, kern, expected in cases:
+        ran.clear()
+        aggregate(v, kern, perm, 1, asked)
+        assert ran == [expected] and last_backend_run() == expected, (asked, v.dtype, ran)
+    with use_backend("reference"):
+        ran.clear()
+        aggregate(v64, kern64, perm, 1, "shift")
+        assert ran == ["reference"] and last_backend_run() == "reference"
+
+
+def test_last_backend_run_is_per_context():
+    """The record lives in a context variable: a fresh context has no record, and its calls do not leak out."""
+    import contextvars
+
+    v, kern, perm = _small(torch.float64)
+    aggregate(v, kern, perm, 1, "reference")
+    ctx = contextvars.Context()
+    assert ctx.run(last_backend_run) is None
+    ctx.run(aggregate, v, kern, perm, 1, "shift")
+    assert ctx.run(last_backend_run) == "shift" and last_backend_run() == "reference"
 
 
 @needs_triton

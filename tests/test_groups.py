@@ -20,7 +20,7 @@ def test_get_and_orders():
     assert groups.get("p4") is P4 and groups.get("p4m") is P4M
     assert (P4.name, P4.order, P4.elements()) == ("p4", 4, [0, 1, 2, 3])
     assert (P4M.name, P4M.order, P4M.elements()) == ("p4m", 8, list(range(8)))
-    with pytest.raises(ValueError, match="unknown group 'p6'"):
+    with pytest.raises(ValueError, match="^unknown group 'p6'; known groups: p4, p4m$"):
         groups.get("p6")
 
 
@@ -44,6 +44,10 @@ def test_p4m_relations():
     assert P4M.compose(r, m) == P4M.element(1, 1)  # index 4*j + i is r^i m^j
     with pytest.raises(ValueError, match="no reflections"):
         P4.element(0, 1)
+    # rotations count modulo 4 and mirrors modulo 2, as exponents do
+    assert [P4M.element(i, j) for i, j in ((5, 0), (-1, 0), (1, 2), (2, 3), (-3, -1))] == [1, 3, 1, 6, 5]
+    assert [P4M.element_name(g) for g in P4M.elements()] == ["e", "r1", "r2", "r3", "m", "r1m", "r2m", "r3m"]
+    assert [P4M.decompose(g) for g in (0, 3, 4, 7)] == [(0, 0), (3, 0), (0, 1), (3, 1)]
     with pytest.raises(ValueError, match="not an element"):
         P4.compose(0, 4)
 
@@ -57,24 +61,40 @@ def test_rotation_is_counter_clockwise_as_displayed():
     assert z[0, 0] == 1.0  # the mirror flips the width axis
 
 
-@given(
-    gi=st.sampled_from([0, 1]),
-    a=st.integers(0, 7),
-    b=st.integers(0, 7),
-    h=st.integers(1, 6),
-    w=st.integers(1, 6),
-    seed=st.integers(0, 2**16),
-)
-def test_actions_obey_group_law(gi, a, b, h, w, seed):
-    G = GROUPS[gi]
-    a, b = a % G.order, b % G.order
-    gen = torch.Generator().manual_seed(seed)
+REGISTERED = list(groups.GROUPS.values())
+
+
+@pytest.mark.parametrize("G", REGISTERED, ids=str)
+@pytest.mark.parametrize("h, w", [(1, 1), (3, 3), (4, 4), (2, 5), (6, 3)])
+def test_actions_obey_group_law_for_all_pairs(G, h, w):
+    """``T_a T_b = T_(ab)`` on images and on group feature maps, for every pair of elements of every registered
+    group (odd, even and non-square grids), and ``T_e`` is the identity."""
+    gen = torch.Generator().manual_seed(h * 7 + w)
     img = torch.randn(2, 3, h, w, generator=gen)
     feat = torch.randn(2, 3, G.order, h, w, generator=gen)
-    ab = G.compose(a, b)
-    assert torch.equal(G.act_on_signal(G.act_on_signal(img, b), a), G.act_on_signal(img, ab))
-    assert torch.equal(G.act_on_features(G.act_on_features(feat, b), a), G.act_on_features(feat, ab))
-    assert torch.equal(G.act_on_features(feat, 0), feat)
+    assert torch.equal(G.act_on_signal(img, 0), img) and torch.equal(G.act_on_features(feat, 0), feat)
+    signal = {g: G.act_on_signal(img, g) for g in G.elements()}
+    features = {g: G.act_on_features(feat, g) for g in G.elements()}
+    for a, b in itertools.product(G.elements(), repeat=2):
+        ab = G.compose(a, b)
+        assert torch.equal(G.act_on_signal(signal[b], a), signal[ab]), (G.name, a, b)
+        assert torch.equal(G.act_on_features(features[b], a), features[ab]), (G.name, a, b)
+
+
+@pytest.mark.parametrize("G", REGISTERED, ids=str)
+def test_group_law_matches_the_stated_formula_for_all_pairs(G):
+    """``(r^a m^b)(r^c m^d) = r^(a + (-1)^b c) m^(b + d)`` (the module docstring) for every pair, and the products
+    are distinct transformations of a generic image (the action is faithful)."""
+    img = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    images = {}
+    for x, y in itertools.product(G.elements(), repeat=2):
+        (i, j), (k, m) = G.decompose(x), G.decompose(y)
+        assert G.compose(x, y) == G.element(i + (-1) ** j * k, j + m), (G.name, x, y)
+        assert G.composition_table[x][y] == G.compose(x, y)
+    for g in G.elements():
+        images[g] = G.act_on_signal(img, g)
+        assert G.element(*G.decompose(g)) == g
+    assert len({tuple(t.flatten().tolist()) for t in images.values()}) == G.order
 
 
 @pytest.mark.parametrize("G", GROUPS, ids=str)
@@ -187,18 +207,24 @@ def test_square_group_has_no_rotation_order_to_get_wrong():
         assert len(rows) == G.order
 
 
-@given(g=st.sampled_from(ALL), a=st.integers(0, 23), b=st.integers(0, 23), c=st.integers(0, 23))
-def test_contract_group_axioms(g, a, b, c):
-    a, b, c = a % g.order, b % g.order, c % g.order
-    assert g.elements() == list(range(g.order))
-    assert g.compose(0, a) == a == g.compose(a, 0)
-    assert g.compose(a, g.inverse(a)) == 0 == g.compose(g.inverse(a), a)
-    assert g.compose(g.compose(a, b), c) == g.compose(a, g.compose(b, c))
-    assert g.composition_table[a][b] == g.compose(a, b)
-    assert sorted(g.composition_table[a]) == g.elements()
-    assert g.regular_permutation(b) == [g.compose(g.inverse(b), x) for x in g.elements()]
-    with pytest.raises(ValueError, match="not an element"):
-        g.compose(a, g.order)
+@pytest.mark.parametrize("g", ALL, ids=str)
+def test_contract_group_axioms_for_all_pairs_and_triples(g):
+    """Identity, inverses, closure, the table and the regular permutation for every pair; associativity for every
+    triple (24^3 products for the cube group: the composition table makes that cheap)."""
+    els = g.elements()
+    assert els == list(range(g.order))
+    table = g.composition_table
+    for a in els:
+        assert g.compose(0, a) == a == g.compose(a, 0)
+        assert g.compose(a, g.inverse(a)) == 0 == g.compose(g.inverse(a), a)
+        assert sorted(table[a]) == els and sorted(row[a] for row in table) == els  # a Latin square
+        assert g.regular_permutation(a) == [g.compose(g.inverse(a), x) for x in els]
+        with pytest.raises(ValueError, match="not an element"):
+            g.compose(a, g.order)
+    for a, b in itertools.product(els, repeat=2):
+        assert table[a][b] == g.compose(a, b) == g._compose(a, b), (a, b)
+    for a, b, c in itertools.product(els, repeat=3):
+        assert table[table[a][b]][c] == table[a][table[b][c]], (a, b, c)
 
 
 @given(
@@ -223,6 +249,44 @@ def test_contract_relative_position_index_is_the_action(g, a, b, k, over_group, 
     assert torch.equal(table[b][table[a]], table[g.compose(a, b)])
     table[a] = 0  # a fresh copy: the cached table is untouched
     assert torch.equal(g.relative_position_index(k, over_group)[0], torch.arange(t[0].numel()))
+
+
+@pytest.mark.parametrize("g", ALL, ids=str)
+@pytest.mark.parametrize("over_group", [False, True], ids=["omega", "omega-x-A"])
+def test_contract_relative_position_tables_compose_for_all_pairs(g, over_group):
+    """Row ``ab`` of the relative-position table is row ``b`` gathered with row ``a``, for every pair and k = 1..4."""
+    for k in range(1, 5):
+        table = g.relative_position_index(k, over_group)
+        for a, b in itertools.product(g.elements(), repeat=2):
+            assert torch.equal(table[b][table[a]], table[g.compose(a, b)]), (g.name, k, a, b)
+
+
+@pytest.mark.parametrize("G", REGISTERED, ids=str)
+def test_elements_are_checked_exactly(G):
+    """Only ints 0..|A|-1 are elements: not bools, floats, negatives or |A|; the message states the range."""
+    last = G.order - 1
+    for bad in (True, False, 1.0, -1, G.order, "1"):
+        for call in (lambda g: G.compose(g, 0), lambda g: G.compose(0, g), G.inverse, lambda g: G.act_on_signal(
+                torch.zeros(2, 2), g)):  # fmt: skip
+            with pytest.raises(
+                ValueError, match=rf"^{bad!r} is not an element of {G.name} \(expected an int in 0\.\.{last}\)$"
+            ):
+                call(bad)
+
+
+def test_action_input_errors_name_the_shape():
+    with pytest.raises(ValueError, match=r"at least 2 dims \(the grid of p4\), got shape \(3,\)$"):
+        P4.act_on_signal(torch.zeros(3), 0)
+    with pytest.raises(ValueError, match=r"at least 2 dims \(the grid of p4\), got shape list$"):
+        P4.act_on_signal([[1.0]], 0)
+    with pytest.raises(
+        ValueError, match=r"group feature map \(\.\.\., 8, H, W\) for p4m, got shape \(1, 2, 4, 3, 3\)$"
+    ):
+        P4M.act_on_features(torch.zeros(1, 2, 4, 3, 3), 1)
+    with pytest.raises(ValueError, match=r"for p4, got shape \(3, 3\)$"):
+        P4.act_on_features(torch.zeros(3, 3), 1)  # too few dims for a group axis
+    with pytest.raises(ValueError, match=r"for p4, got shape list$"):
+        P4.act_on_features([[[1.0]]], 1)
 
 
 def test_contract_input_checks():

@@ -48,6 +48,13 @@ class _State:
 
 _state = _State()
 _override: ContextVar[str | None] = ContextVar("e4net_aggregation_backend", default=None)
+_last_run: ContextVar[str | None] = ContextVar("e4net_aggregation_last_run", default=None)
+
+
+def last_backend_run() -> str | None:
+    """The backend whose implementation the latest :func:`aggregate` call in this context ran, after any fallback
+    (None before the first call). For tests and diagnostics that must know what ran, not what was asked for."""
+    return _last_run.get()
 
 
 def register_backend(backend: Backend) -> Backend:
@@ -207,6 +214,7 @@ def aggregate(
     others = (kernel,) if kernel_bias is None else (kernel, kernel_bias)
     chosen = _choose(backend, _Inputs.of(v, others))
     fn = chosen.load()
+    _last_run.set(chosen.name)
     try:
         if chosen.fuses_bias and kernel_bias is not None:
             return fn(v, kernel, index, stride, kernel_bias)

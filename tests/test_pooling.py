@@ -1,0 +1,85 @@
+"""Pooling layers against hand-written reductions: group pooling, k x k spatial pooling, global pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from e4net import nn as enn
+from e4net.groups import P4, P4M
+
+GROUPS = [P4, P4M]
+
+
+def _feat(G, h=4, w=6, seed=0) -> torch.Tensor:
+    return torch.randn(2, 3, G.order, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("G", GROUPS, ids=str)
+def test_group_pooling_reduces_the_group_axis(G):
+    x = _feat(G)
+    assert torch.equal(enn.GroupMaxPool()(x), x.max(dim=2).values)
+    torch.testing.assert_close(enn.GroupAvgPool()(x), x.sum(dim=2) / G.order)
+    for layer in (enn.GroupMaxPool(), enn.GroupAvgPool()):
+        with pytest.raises(
+            ValueError, match=rf"{type(layer).__name__}: expected a group feature map .* rank 5, got \(2, 3, 4\)"
+        ):
+            layer(torch.zeros(2, 3, 4))
+        with pytest.raises(ValueError, match="rank 5, got list"):
+            layer([1, 2])
+
+
+@pytest.mark.parametrize("G", GROUPS, ids=str)
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_spatial_pooling_on_each_group_slot(G, k):
+    x = _feat(G, h=6, w=6)
+    for layer, fn in ((enn.SpatialMaxPool2d(k), F.max_pool2d), (enn.SpatialAvgPool2d(k), F.avg_pool2d)):
+        y = layer(x)
+        assert y.shape == (2, 3, G.order, 6 // k, 6 // k)
+        for a in G.elements():  # slot by slot, windows k x k with stride k
+            assert torch.equal(y[:, :, a], fn(x[:, :, a], k, stride=k))
+        assert torch.equal(layer(x[:, :, 0]), fn(x[:, :, 0], k, stride=k))  # plain images too
+        assert repr(layer) == f"{type(layer).__name__}(kernel_size={k})"
+
+
+def test_spatial_pooling_window_by_hand():
+    x = torch.arange(16.0).view(1, 1, 1, 4, 4)
+    assert enn.SpatialMaxPool2d()(x).view(-1).tolist() == [5.0, 7.0, 13.0, 15.0]
+    assert enn.SpatialAvgPool2d(2)(x).view(-1).tolist() == [2.5, 4.5, 10.5, 12.5]
+    assert enn.SpatialMaxPool2d().kernel_size == 2
+
+
+def test_spatial_pooling_refuses_bad_input():
+    for cls in (enn.SpatialMaxPool2d, enn.SpatialAvgPool2d):
+        name = cls.__name__
+        for bad in (0, -2, 2.0, True):
+            with pytest.raises(ValueError, match=rf"^{name}: kernel_size must be a positive int, got {bad!r}$"):
+                cls(bad)
+        with pytest.raises(
+            ValueError, match=rf"{name}: expected \(B, C, H, W\) or \(B, C, \|G\|, H, W\), got \(2, 3\)"
+        ):
+            cls(2)(torch.zeros(2, 3))
+        with pytest.raises(ValueError, match=r"got \(1, 1, 1, 1, 1, 4\)"):
+            cls(2)(torch.zeros(1, 1, 1, 1, 1, 4))
+        with pytest.raises(ValueError, match="got str"):
+            cls(2)("x")
+        for h, w in ((6, 7), (7, 6)):  # one side divisible, the other not
+            with pytest.raises(ValueError, match=rf"{name}: a {h}x{w} map is not divisible into 3x3 windows"):
+                cls(3)(torch.zeros(1, 1, 4, h, w))
+
+
+@pytest.mark.parametrize("G", GROUPS, ids=str)
+def test_global_pooling(G):
+    x = _feat(G)
+    flat = x.reshape(2, 3, -1)
+    for pooled, reduce in ((enn.GlobalMaxPool, lambda t, d: t.amax(d)), (enn.GlobalAvgPool, lambda t, d: t.mean(d))):
+        torch.testing.assert_close(pooled()(x), reduce(flat, -1))  # over the group axis and space: (B, C)
+        assert pooled().group_pool is True
+        keep = pooled(group_pool=False)
+        assert keep.group_pool is False
+        torch.testing.assert_close(keep(x), reduce(x, (-2, -1)))  # over space only: (B, C, |G|)
+        assert keep(x).shape == (2, 3, G.order)
+        img = x[:, :, 0]  # a plain (B, C, H, W) map pools to (B, C) either way
+        torch.testing.assert_close(keep(img), reduce(img.reshape(2, 3, -1), -1))
+        torch.testing.assert_close(pooled()(img), reduce(img.reshape(2, 3, -1), -1))

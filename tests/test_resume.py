@@ -1,0 +1,128 @@
+"""``--resume`` restores the RNG states: a run with dropout, interrupted by ``--max-steps`` and resumed, is
+bit-identical (weights and metrics) to an uninterrupted one.
+
+The resume tests of ``test_train.py`` use models that never draw a random number while training, so a resume that
+forgot the RNG state would pass them. ``tiny-dropout`` draws a dropout mask from torch's global generator at every
+step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import _tiny_models  # noqa: F401 - registers the tiny test models (tiny-dropout)
+import numpy as np
+import pytest
+import torch
+
+from e4net.train import TrainConfig, train
+from e4net.train import trainer as trainer_module
+from e4net.train.checkpoint import load_checkpoint, rng_state, seed_everything, set_rng_state
+
+TINY = dict(model="tiny-dropout", dataset="digits", epochs=2, batch_size=32, train_per_class=20, limit_train_batches=4,
+            limit_test_batches=1, progress=False)  # fmt: skip
+TIMING = ("seconds", "per_s", "wait")  # keys of metrics.jsonl that measure time, the only ones allowed to differ
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("E4NET_CACHE", str(tmp_path / "cache"))
+
+
+def _cfg(out: Path, **kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "out": str(out), **kw})
+
+
+def _metrics(out: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if not any(t in k for t in TIMING)} for line in lines]
+
+
+def _differences(ref: Path, cut: Path) -> list[str]:
+    """What differs between the final checkpoints and metrics of two runs (empty: bit-identical)."""
+    a, b = load_checkpoint(ref / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
+    diffs = [f"weight {k}" for k in a["model_state"] if not torch.equal(a["model_state"][k], b["model_state"][k])]
+    if _metrics(ref) != _metrics(cut):
+        diffs.append(f"metrics {_metrics(ref)} != {_metrics(cut)}")
+    return diffs
+
+
+def _interrupted_and_resumed(cut: Path, pause_at: int) -> dict:
+    paused = train(_cfg(cut, max_steps=pause_at))
+    assert paused["status"] == "paused" and load_checkpoint(cut / "checkpoint.pt")["step"] == pause_at
+    return train(TrainConfig(out=str(cut), resume=True, progress=False))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted run of tiny-dropout (2 epochs x 4 steps), shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("dropout") / "ref"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("E4NET_CACHE", str(out.parent / "cache"))
+    try:
+        train(_cfg(out))
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.mark.parametrize("pause_at", [3, 4], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_with_dropout_is_bit_identical(reference, tmp_path, pause_at):
+    summary = _interrupted_and_resumed(tmp_path / "cut", pause_at)
+    diffs = _differences(reference, tmp_path / "cut")
+    assert not diffs, f"the resumed run differs from the uninterrupted one: {'; '.join(diffs)}"
+    assert summary["steps"] == 8 and summary["test_error"] == json.loads((reference / "summary.json").read_text())[
+        "test_error"]  # fmt: skip
+
+
+def test_dropout_draws_from_the_global_rng(reference, tmp_path):
+    """The premise: the same run with another torch RNG state after the model's initialisation ends elsewhere."""
+    real_count = trainer_module.count
+
+    def count_then_draw(*args, **kw):  # called by Trainer.setup right after the model is built
+        result = real_count(*args, **kw)
+        torch.rand(1)
+        return result
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trainer_module, "count", count_then_draw)
+    try:
+        train(_cfg(tmp_path / "shifted"))
+    finally:
+        mp.undo()
+    diffs = _differences(reference, tmp_path / "shifted")
+    assert any(d.startswith("weight") for d in diffs) and any(d.startswith("metrics") for d in diffs)
+
+
+def test_resume_test_detects_a_lost_rng_state(reference, tmp_path, monkeypatch):
+    """The planted bug: a resume that does not restore the RNG states. The bit-identity check must catch it."""
+    monkeypatch.setattr(trainer_module, "set_rng_state", lambda state: None)
+    _interrupted_and_resumed(tmp_path / "cut", 3)
+    diffs = _differences(reference, tmp_path / "cut")
+    assert any(d.startswith("weight") for d in diffs) and any(d.startswith("metrics") for d in diffs)
+
+
+def test_rng_state_round_trip():
+    """``rng_state`` / ``set_rng_state`` cover torch, numpy and Python's ``random``; ``seed_everything`` seeds all
+    three."""
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    seed_everything(5)
+    first = draws()
+    seed_everything(5)
+    assert draws() == first
+    saved = rng_state()
+    after = draws()
+    assert after != first
+    draws()  # move every generator on
+    set_rng_state(saved)
+    assert draws() == after
+    seed_everything(6)
+    other = draws()
+    assert all(o != f for o, f in zip(other, first))  # each generator is seeded by the seed
+    seed_everything(2**32 + 5)  # numpy takes the seed modulo 2**32
+    assert np.random.rand(3).tolist() == first[1]
