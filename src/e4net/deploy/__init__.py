@@ -1,6 +1,6 @@
 """Deploying e4net models: plain-PyTorch export, ONNX, and reading image files for prediction.
 
-* :func:`export` (:mod:`.export`) -- an inference-only module of standard PyTorch operations, equal to the model in
+* :func:`export` (:mod:`.convert`) -- an inference-only module of standard PyTorch operations, equal to the model in
   eval mode; its layers are the e4net-free classes of :mod:`.plain` (which imports only torch).
 * :mod:`.onnx` -- :func:`~e4net.deploy.onnx.to_onnx` (``torch.onnx.export``, dynamo, dynamic batch) and
   :func:`~e4net.deploy.onnx.onnx_session` (onnxruntime); needs the ``export`` extra.
@@ -14,12 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_LAZY = {"export": ".export", "convert_layer": ".export", "read_images": ".images"}
+_LAZY = {"export": ".convert", "convert_layer": ".convert", "read_images": ".images"}
 
 __all__ = ["export", "convert_layer", "read_images"]
 
 if TYPE_CHECKING:
-    from .export import convert_layer, export
+    from .convert import convert_layer, export
     from .images import read_images
 
 

@@ -289,6 +289,7 @@ def export(model: nn.Module) -> fx.GraphModule:
             "traceable by torch.fx outside the e4net layers"
         ) from exc
     gm = fx.GraphModule(source, graph, class_name=f"Exported{type(model).__name__}")
+    gm._tracer_cls = graph._tracer_cls = None  # pickled with the module otherwise (and it is e4net's)
     converted: dict[str, nn.Module] = {}
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
