@@ -8,7 +8,7 @@ import ast
 import subprocess
 import sys
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,7 @@ def randomise(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     shape = model_spec(name).input_shape

@@ -305,9 +305,7 @@ def export(model: nn.Module) -> fx.GraphModule:
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    foreign = sorted(
-        {type(m).__module__ + "." + type(m).__qualname__ for m in gm.modules() if _is_e4net_layer(m, gm)}
-    )
+    foreign = sorted({type(m).__module__ + "." + type(m).__qualname__ for m in gm.modules() if _is_e4net_layer(m, gm)})
     if foreign:
         raise TypeError(f"export: the exported module still holds e4net modules: {', '.join(foreign)}")
     return gm.eval().requires_grad_(False)

@@ -40,7 +40,7 @@ def require_onnx() -> None:
             missing.append(name)
     if missing:
         raise E4NetError(
-            f"ONNX export needs {', '.join(missing)} (not installed): pip install \"e4net[export]\" "
+            f'ONNX export needs {", ".join(missing)} (not installed): pip install "e4net[export]" '
             f"(or pip install {' '.join(missing)})"
         )
 
