@@ -110,6 +110,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--instance-group", choices=["p4", "p4m"], default=_DEFAULT.instance_group,
         help="the group (default: %(default)s)",
     )  # fmt: skip
+    inf = p.add_argument_group("inference suite (CPU: e4net eval, exported PyTorch, onnxruntime)")
+    inf.add_argument(
+        "--inference-models", type=_csv, default=_joined(_DEFAULT.inference_models),
+        help="comma list of registered models; p4cnn in e4net eval mode is always measured as the baseline "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    inf.add_argument(
+        "--inference-batch-sizes", type=_csv_ints, default=_joined(_DEFAULT.inference_batch_sizes),
+        help="comma list of batch sizes (default: %(default)s)",
+    )  # fmt: skip
+    inf.add_argument(
+        "--inference-runtimes", type=_csv, default=_joined(_DEFAULT.inference_runtimes),
+        help="comma list from eval, exported, onnxruntime (needs the export extra) (default: %(default)s)",
+    )  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument(
         "--format", choices=STYLES, default="markdown",
@@ -154,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         instance_size=args.instance_size,
         instance_batch_size=args.instance_batch_size,
         instance_group=args.instance_group,
+        inference_models=args.inference_models,
+        inference_batch_sizes=args.inference_batch_sizes,
+        inference_runtimes=args.inference_runtimes,
     )
     result = run_benchmarks(config, progress=not args.no_progress)
     print(render(result, args.format))

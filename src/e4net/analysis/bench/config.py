@@ -36,9 +36,23 @@ class BenchConfig:
     instance_size: int = 28
     instance_batch_size: int = 8
     instance_group: str = "p4"
+    # inference suite (CPU): registered models, batch sizes, runtimes (eval, exported, onnxruntime)
+    inference_models: tuple[str, ...] = ("e4net", "p4cnn")
+    inference_batch_sizes: tuple[int, ...] = (1, 128)
+    inference_runtimes: tuple[str, ...] = ("eval", "exported", "onnxruntime")
 
     def __post_init__(self) -> None:
-        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes"):
+        for name in (
+            "suites",
+            "backends",
+            "layer_sets",
+            "models",
+            "instance_layers",
+            "instance_kernel_sizes",
+            "inference_models",
+            "inference_runtimes",
+            "inference_batch_sizes",
+        ):
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 
