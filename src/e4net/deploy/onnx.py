@@ -73,8 +73,12 @@ def to_onnx(module: nn.Module, input_shape: tuple[int, ...], path: str | Path, *
     return path
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime ``InferenceSession`` of the file ``path`` on the CPU (``threads`` intra-op threads)."""
+def onnx_session(path: str | Path, threads: int | None = None, spin: bool = True) -> Any:
+    """An onnxruntime ``InferenceSession`` of the file ``path`` on the CPU (``threads`` intra-op threads).
+
+    ``spin=False`` stops its idle threads from busy-waiting after each run: needed when other work shares the cores
+    (a benchmark that interleaves runtimes: spinning threads slowed PyTorch's calls in between up to 100-fold here).
+    """
     require_onnx()
     import onnxruntime as ort
 
@@ -82,6 +86,9 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

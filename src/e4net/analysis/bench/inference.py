@@ -4,7 +4,8 @@
   the lifting / group convolutions reuse their cached filter banks);
 * ``exported``: :func:`e4net.export` of it (standard PyTorch operations, batch norms folded), eager;
 * ``onnxruntime``: that module as ONNX (:mod:`e4net.deploy.onnx`) in onnxruntime on the CPU with as many threads as
-  torch uses (rows only when the ``export`` extra is installed).
+  torch uses, idle threads not spinning (rows only when the ``export`` extra is installed; no peak memory: its
+  arena is reserved at the first call).
 
 One case per batch size; its rows are every (model, runtime) pair, timed interleaved (medians), with the peak memory
 of one call. Ratios: ``speedup_vs_baseline`` = the baseline's latency / the row's (> 1: faster), where the baseline
@@ -82,7 +83,8 @@ def _runners(name: str, runtimes: Sequence[str], batch: int, workdir: Path) -> l
         elif runtime == "onnxruntime" and onnx_available():
             from ...deploy.onnx import onnx_session, run_onnx, to_onnx
 
-            session = onnx_session(to_onnx(plain, shape, workdir / f"{name}.onnx"), threads=torch.get_num_threads())
+            path = to_onnx(plain, shape, workdir / f"{name}.onnx")
+            session = onnx_session(path, threads=torch.get_num_threads(), spin=False)  # shares the cores
             arr = x.numpy()
             out.append((runtime, lambda s=session, a=arr: run_onnx(s, a)))
     return out
@@ -117,7 +119,9 @@ def bench_inference(
         for row, t in zip(rows, median_times(fns, repeats, cpu)):
             row.fwd_ms = 1e3 * t
             row.images_per_s = batch / t
-        job = MemoryJob(rows, list(enumerate(fns)), _ratios)  # type: ignore[arg-type]
+        # onnxruntime allocates from an arena reserved at its first call: a call's peak is not measurable ("-")
+        measured = [(i, fn) for i, fn in enumerate(fns) if rows[i].runtime != "onnxruntime"]
+        job = MemoryJob(rows, measured, _ratios)  # type: ignore[arg-type]
         if memory_jobs is None:
             job.run(cpu)
         else:
@@ -150,7 +154,8 @@ def _tables(result: dict[str, Any]) -> list[Table]:
         return []
     caption = (
         "Inference on the CPU (one call, torch.inference_mode for PyTorch): latency, images/s, speed-up against "
-        f"{BASELINE} at the same batch (> 1: faster) and against the same model's e4net eval; peak = one call."
+        f"{BASELINE} at the same batch (> 1: faster) and against the same model's e4net eval; peak = one call "
+        "(onnxruntime: -, its arena is reserved at the first call)."
     )
     headers = ["batch", "implementation", "latency ms", "images/s", f"vs {BASELINE}", "vs own eval", "peak MiB"]
     cells = [
