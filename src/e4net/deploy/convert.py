@@ -33,6 +33,7 @@ from torch import nn
 from ..models.attention import CenterCrop
 from ..nn import (
     AttentiveGroupConv,
+    AttentiveLiftingConv,
     E4Conv,
     GlobalAvgPool,
     GlobalMaxPool,
@@ -59,7 +60,7 @@ Converter = Callable[[nn.Module], nn.Module]
 CONVERTERS: dict[type, Converter] = {}
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # GroupBatchNorm is a BatchNorm3d
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, GroupBatchNorm)
 
 
 def _converts(*types: type) -> Callable[[Converter], Converter]:
@@ -72,10 +73,8 @@ def _converts(*types: type) -> Callable[[Converter], Converter]:
 
 
 def _find_converter(module: nn.Module) -> Converter | None:
-    for cls in type(module).__mro__:
-        if cls in CONVERTERS:
-            return CONVERTERS[cls]
-    return None
+    """By exact class: a subclass may have changed ``forward`` (it is traced through instead, or refused)."""
+    return CONVERTERS.get(type(module))
 
 
 def convert_layer(module: nn.Module) -> nn.Module:
@@ -179,7 +178,7 @@ def _self_attention(m: GroupSelfAttention | LiftingSelfAttention) -> nn.Module:
     )
 
 
-@_converts(AttentiveGroupConv)
+@_converts(AttentiveGroupConv, AttentiveLiftingConv)
 def _attentive(m: AttentiveGroupConv) -> nn.Module:
     n, s, k = m.group.order, m.slots, m.kernel_size
     cout, cin = m.out_channels, m.in_channels
@@ -285,7 +284,7 @@ def export(model: nn.Module) -> fx.GraphModule:
         graph = _Tracer().trace(source)
     except Exception as exc:  # fx raises several types for untraceable code
         raise TypeError(
-            f"export: cannot trace {type(model).__qualname__} ({type(exc).__name__}: {exc}); its forward must be "
+            f"export: cannot trace {type(model).__name__} ({type(exc).__name__}: {exc}); its forward must be "
             "traceable by torch.fx outside the e4net layers"
         ) from exc
     gm = fx.GraphModule(source, graph, class_name=f"Exported{type(model).__name__}")
