@@ -42,8 +42,8 @@ class BenchConfig:
     inference_runtimes: tuple[str, ...] = ("eval", "exported", "onnxruntime")
 
     def __post_init__(self) -> None:
-        inference = ("inference_models", "inference_runtimes", "inference_batch_sizes")
-        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes") + inference:
+        lists = ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes")
+        for name in lists + ("inference_models", "inference_runtimes", "inference_batch_sizes"):
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 
