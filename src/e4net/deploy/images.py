@@ -4,7 +4,8 @@ Each file becomes one ``(C, H, W)`` float32 input the way the data sets of :mod:
 values scaled to [0, 1], then the training run's per-channel normalisation ``(x - mean) / std`` when it has one.
 
 * Channels: a grey image feeds a grey model; for an RGB model it is repeated on the three channels. A colour image
-  feeds an RGB model; for a grey model only when it is grey in fact (equal R, G, B), else an error. An alpha channel
+  feeds an RGB model; for a grey model only when it is grey in fact (R, G, B within :data:`GREY_TOLERANCE`; their
+  mean is used), else an error. An alpha channel
   is dropped when the image is fully opaque, else an error. Palette images are expanded first.
 * Size: an image of the model's size is used as it is; one of the same aspect ratio is resized to it (bilinear, with
   antialiasing when shrinking, as PIL does); another aspect ratio is refused (crop it first).
@@ -27,6 +28,8 @@ __all__ = ["FORMATS", "read_image", "read_images"]
 
 #: The file formats :func:`read_images` accepts (PIL's names).
 FORMATS = ("PNG", "JPEG")
+#: An RGB image is grey when no channel is further than this from the pixel's mean (JPEG's chroma rounding).
+GREY_TOLERANCE = 3 / 255
 
 
 def _open(path: Path):
@@ -94,9 +97,9 @@ def read_image(
     arr = _pixels(img, path)
     h, w, c = arr.shape
     if c == 3 and channels == 1:
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+        if float(np.abs(arr - arr.mean(-1, keepdims=True)).max()) > GREY_TOLERANCE:
             raise E4NetError(f"{path}: a colour (RGB) image, but the model takes grey images (1 channel)")
-        arr = arr[..., :1]
+        arr = arr.mean(-1, keepdims=True)
     elif c == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=2)
     if (h, w) != (height, width):
