@@ -199,6 +199,9 @@ TINY = {
     "instance_size": 6,
     "instance_batch_size": 1,
     "model_pairs": ["e4net:p4cnn@2"],
+    "inference_models": ["p4cnn"],
+    "inference_batch_sizes": [1, 2],
+    "inference_runtimes": ["eval", "exported"],
 }
 
 
@@ -214,7 +217,8 @@ def test_every_suite_runs_small_with_ratios_against_its_baseline(name, small_lay
             (base,) = [r for r in of_case if r["impl"] == baseline]
             assert base["ratios"][key] == pytest.approx(1.0)
             for r in of_case:
-                assert not r["note"] and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and key in r["ratios"]
+                assert not r["note"] and r["fwd_ms"] > 0 and key in r["ratios"]
+                assert r["fwdbwd_ms"] is None if name == "inference" else r["fwdbwd_ms"] > 0  # no backward there
     md = bench.to_markdown(res)
     assert md.startswith("Device: ") and all(f"| {b} " in md for _, b in suite.baselines.values())
     plain = bench.render(res, "plain")
@@ -222,7 +226,9 @@ def test_every_suite_runs_small_with_ratios_against_its_baseline(name, small_lay
 
 
 def test_unknown_suite_is_one_clear_error():
-    with pytest.raises(ValueError, match="unknown suite 'nope'; choose from layers, train, instances, models"):
+    with pytest.raises(
+        ValueError, match="unknown suite 'nope'; choose from layers, train, instances, models, inference"
+    ):
         bench.run_benchmarks(suites=["layers", "nope"], progress=False)
     with pytest.raises(ValueError, match="unknown suite"):
         bench.get_suite("models ")

@@ -6,6 +6,7 @@
 * :mod:`e4net.backends` -- implementations of the E4 aggregation.
 * :mod:`e4net.analysis` -- :func:`count` (params / MACs).
 * :mod:`e4net.models` -- the paper's models: :func:`create_model`, :func:`list_models`.
+* :func:`export` -- a model as an inference-only module of standard PyTorch operations (:mod:`e4net.deploy`).
 * :func:`tune_cpu_allocator` -- keep freed activations in glibc's heap (faster CPU training; process-wide).
 
 The package face is lazy (PEP 562): every name above is imported on first access, so ``import e4net.groups`` loads
@@ -30,11 +31,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "create_model": (".models", "create_model"),
     "list_models": (".models", "list_models"),
     "set_backend": (".nn", "set_backend"),
+    "export": (".deploy", "export"),
     "tune_cpu_allocator": ("._memory", "tune_cpu_allocator"),
 }
 
 __all__ = [
-    "groups", "nn", "backends", "count", "Count", "create_model", "list_models", "set_backend", "tune_cpu_allocator",
+    "groups", "nn", "backends", "count", "Count", "create_model", "list_models", "set_backend", "export",
+    "tune_cpu_allocator",
     "__version__",
 ]  # fmt: skip
 
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from . import backends, groups, nn
     from ._memory import tune_cpu_allocator
     from .analysis import Count, count
+    from .deploy import export
     from .models import create_model, list_models
     from .nn import set_backend
 

@@ -121,6 +121,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="a checkout of the authors' code (LingshenHe/Efficient-Equivariant-Network) for a row of their E4-Net "
         "beside ours; without it that row is left out",
     )  # fmt: skip
+    inf = p.add_argument_group("inference suite (CPU: e4net eval, exported PyTorch, onnxruntime)")
+    inf.add_argument(
+        "--inference-models", type=_csv, default=_joined(_DEFAULT.inference_models),
+        help="comma list of registered models; p4cnn in e4net eval mode is always measured as the baseline "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    inf.add_argument(
+        "--inference-batch-sizes", type=_csv_ints, default=_joined(_DEFAULT.inference_batch_sizes),
+        help="comma list of batch sizes (default: %(default)s)",
+    )  # fmt: skip
+    inf.add_argument(
+        "--inference-runtimes", type=_csv, default=_joined(_DEFAULT.inference_runtimes),
+        help="comma list from eval, exported, onnxruntime (needs the export extra) (default: %(default)s)",
+    )  # fmt: skip
     out = p.add_argument_group("output")
     out.add_argument(
         "--format", choices=STYLES, default="markdown",
@@ -167,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         instance_group=args.instance_group,
         model_pairs=args.model_pairs,
         authors_code=args.authors_code,
+        inference_models=args.inference_models,
+        inference_batch_sizes=args.inference_batch_sizes,
+        inference_runtimes=args.inference_runtimes,
     )
     result = run_benchmarks(config, progress=not args.no_progress)
     print(render(result, args.format))

@@ -14,9 +14,9 @@ import sys
 from ..errors import E4NetError
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce", "bench", "publish")
+COMMANDS: tuple[str, ...] = ("models", "train", "eval", "reproduce", "bench", "export", "predict", "publish")
 # Commands that run models: they start with e4net.tune_cpu_allocator() unless E4NET_MALLOC_TUNING=0.
-COMPUTE_COMMANDS = ("train", "eval", "reproduce", "bench")
+COMPUTE_COMMANDS = ("train", "eval", "reproduce", "bench", "export", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

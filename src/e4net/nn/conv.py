@@ -11,6 +11,14 @@ padding, as the P4CNN of Cohen & Welling [5]: 28 -> 26 -> 24 -> ... -> 4 -> 1) e
 kernel fits and accepts *even* k: the output grid ``{0 .. H-k}`` is mapped onto itself by the point group (its
 centre ``(H-k)/2 + (k-1)/2 = (H-1)/2`` is the input's centre), and an even kernel rotates exactly about its own
 centre, so the layer stays exactly equivariant. The 4x4 last layer of P4CNN needs this.
+
+Inference caches the filter bank. In eval mode, when autograd does not need the gather (grad disabled, or a weight
+that requires no grad), ``forward`` reuses the bank built last time until the weight changes: another tensor or
+storage (``data_ptr``: ``load_state_dict`` with ``assign``, ``.double()``, ``.to(device)``), or an in-place write
+(the weight's ``_version`` counter: optimiser steps, ``load_state_dict``, ``weight.add_`` under ``no_grad``). Writes
+through ``weight.data`` bypass the version counter and are not seen; call ``clear_cache()`` after them.
+``train()`` / ``eval()`` clear the cache; training mode and graph capture (``torch.compile`` / ``torch.export``) never
+use it. ``filter_bank()`` itself always builds the bank afresh.
 """
 
 from __future__ import annotations
@@ -57,6 +65,28 @@ class _GroupConvBase(GroupAggregation):
         self.group = resolve(group)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self._register_relative_position_index()
+        self._bank_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def clear_cache(self) -> None:
+        """Forget the cached filter bank (module docstring); the next eval-mode forward builds it again."""
+        self._bank_cache = None
+
+    def train(self, mode: bool = True) -> _GroupConvBase:
+        self._bank_cache = None
+        return super().train(mode)
+
+    def _forward_bank(self) -> torch.Tensor:
+        """The filter bank for ``forward``: cached in inference (module docstring), built afresh otherwise."""
+        w = self.weight
+        grad = torch.is_grad_enabled() and w.requires_grad
+        if self.training or grad or w.is_inference() or torch.compiler.is_compiling():
+            self._bank_cache = None
+            return self.filter_bank()
+        key = (id(w), w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        if self._bank_cache is None or self._bank_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode too
+                self._bank_cache = (key, self.filter_bank())
+        return self._bank_cache[1]
 
     def _fan_in(self) -> int:
         raise NotImplementedError
@@ -130,7 +160,7 @@ class LiftingConv(_GroupConvBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, self.in_channels, type(self).__name__)
         self._check_grid(x)
-        y = F.conv2d(x, self.filter_bank(), None, self.stride, self._pad())
+        y = F.conv2d(x, self._forward_bank(), None, self.stride, self._pad())
         return self._finish(y, x.shape[0])
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
@@ -178,9 +208,9 @@ class GroupConv(_GroupConvBase):
         self._check_grid(x)
         b, c, n, h, w = x.shape
         if self.kernel_size == 1 and self.stride == 1:  # 1x1 (E4 generator / encoder): one batched GEMM, no conv2d
-            weight = self.filter_bank().view(self.out_channels * n, c * n)
+            weight = self._forward_bank().view(self.out_channels * n, c * n)
             return self._finish(shared_weight_bmm(weight, x.reshape(b, c * n, h * w)).view(b, -1, h, w), b)
-        y = F.conv2d(x.reshape(b, c * n, h, w), self.filter_bank(), None, self.stride, self._pad())
+        y = F.conv2d(x.reshape(b, c * n, h, w), self._forward_bank(), None, self.stride, self._pad())
         return self._finish(y, b)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:

@@ -39,9 +39,22 @@ class BenchConfig:
     # models suite: "E4:TWIN@BATCH" pairs, and a checkout of the authors' code for their E4-Net row (None: no row)
     model_pairs: tuple[str, ...] = ("e4net:p4cnn@128", "p4-e4r18:p4-r18@32", "p4m-e4r18:p4m-r18@32")
     authors_code: str | None = None
+    # inference suite (CPU): registered models, batch sizes, runtimes (eval, exported, onnxruntime)
+    inference_models: tuple[str, ...] = ("e4net", "p4cnn")
+    inference_batch_sizes: tuple[int, ...] = (1, 128)
+    inference_runtimes: tuple[str, ...] = ("eval", "exported", "onnxruntime")
 
     def __post_init__(self) -> None:
-        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes", "model_pairs"):
+        lists = (
+            "suites",
+            "backends",
+            "layer_sets",
+            "models",
+            "instance_layers",
+            "instance_kernel_sizes",
+            "model_pairs",
+        )
+        for name in lists + ("inference_models", "inference_runtimes", "inference_batch_sizes"):
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from . import instances, layers, model_pairs, train_step
+from . import inference, instances, layers, model_pairs, train_step
 from .suite import Suite
 
-SUITES: dict[str, Suite] = {s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE, model_pairs.SUITE)}
+SUITES: dict[str, Suite] = {
+    s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE, model_pairs.SUITE, inference.SUITE)
+}
 
 
 def get_suite(name: str) -> Suite:
