@@ -8,6 +8,8 @@
 | triton      | cuda (cpu: interpreter) | fp16, bf16, fp32, fp64  | added | 10 on cuda           |
 
 numba needs the ``numba`` module, triton the ``triton`` module; neither is imported before its first aggregation.
+Each also declares its aggregation on voxel grids (O, Oh; ``load_3d``) in its own module: ``reference`` and ``shift``
+beside the 2-D one, ``numba_agg3d``, ``triton_agg3d``; the same devices, dtypes and priorities apply.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ def _triton_runs_on(device_type: str) -> bool:
     return device_type == "cuda" or triton_interpreting()
 
 
-REFERENCE = Backend("reference", lazy_function(f"{__package__}.reference", "aggregate_reference"))
-SHIFT = Backend("shift", lazy_function(f"{__package__}.shift", "aggregate_shift"), auto_priority={"cpu": 0, "cuda": 0})
+REFERENCE = Backend(
+    "reference",
+    lazy_function(f"{__package__}.reference", "aggregate_reference"),
+    load_3d=lazy_function(f"{__package__}.reference", "aggregate_reference_3d"),
+)
+SHIFT = Backend(
+    "shift",
+    lazy_function(f"{__package__}.shift", "aggregate_shift"),
+    auto_priority={"cpu": 0, "cuda": 0},
+    load_3d=lazy_function(f"{__package__}.shift", "aggregate_shift_3d"),
+)
 NUMBA = Backend(
     "numba",
     lazy_function(f"{__package__}.numba_agg", "aggregate_numba"),
@@ -41,6 +52,7 @@ NUMBA = Backend(
     fuses_bias=True,
     auto_priority={"cpu": 10},
     requires=("numba",),
+    load_3d=lazy_function(f"{__package__}.numba_agg3d", "aggregate_numba_3d"),
 )
 TRITON = Backend(
     "triton",

@@ -59,6 +59,8 @@ class Backend:
             interpreter); ``None``: none.
         recover_on: device types on which a failure of the function (e.g. the Triton kernels do not compile on this
             GPU) marks the backend unusable there, with one warning, and the call falls back instead of raising.
+        load_3d: returns its aggregation on voxel grids (``v (B, C, |A|, D, H, W)``, k^3 kernels; groups O, Oh),
+            same signature and declarations; ``None``: pixel grids only (the dispatcher routes by ``v``'s rank).
     """
 
     name: str
@@ -71,6 +73,11 @@ class Backend:
     requires: tuple[str, ...] = ()
     runs_on: Callable[[str], bool] | None = None
     recover_on: frozenset[str] = frozenset()
+    load_3d: Callable[[], AggregateFn] | None = None
+
+    def loader(self, spatial_dims: int) -> Callable[[], AggregateFn] | None:
+        """:attr:`load` for pixel grids (2), :attr:`load_3d` for voxel grids (3); ``None`` if not implemented."""
+        return {2: self.load, 3: self.load_3d}.get(spatial_dims)
 
     def __post_init__(self) -> None:
         def frozen(values: Iterable | None) -> frozenset | None:

@@ -111,6 +111,7 @@ class _Inputs:
     same_device: bool = True
     same_dtype: bool = True
     needs_grad: bool = False
+    spatial_dims: int = 2  # 3: voxel grids, v (B, C, |A|, D, H, W); only backends with a 3-D function take them
 
     @classmethod
     def of(cls, v: torch.Tensor, others: tuple[torch.Tensor, ...]) -> _Inputs:
@@ -121,12 +122,14 @@ class _Inputs:
             same_device=all(t.device == v.device for t in others),
             same_dtype=all(t.dtype == v.dtype for t in others),
             needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
+            spatial_dims=v.dim() - 3,
         )
 
 
 def _runnable(backend: Backend, inputs: _Inputs) -> bool:
     return (
         backend.can_run(inputs.device)
+        and backend.loader(inputs.spatial_dims) is not None
         and (backend.name, inputs.device) not in _state.unusable
         and backend.accepts(
             inputs.device,
@@ -205,8 +208,9 @@ def aggregate(
     """
     check_aggregation_shapes(v, kernel, index, stride, kernel_bias)
     others = (kernel,) if kernel_bias is None else (kernel, kernel_bias)
-    chosen = _choose(backend, _Inputs.of(v, others))
-    fn = chosen.load()
+    inputs = _Inputs.of(v, others)
+    chosen = _choose(backend, inputs)
+    fn = chosen.loader(inputs.spatial_dims)()  # the fallback implements both ranks
     try:
         if chosen.fuses_bias and kernel_bias is not None:
             return fn(v, kernel, index, stride, kernel_bias)

@@ -42,7 +42,8 @@ GENERATOR_NORMS = ("instance", "batch")
 
 
 class E4Conv(GroupAggregation):
-    """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``.
+    """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``,
+    and on O / Oh feature maps ``(B, C_in, |A|, D, H, W)`` with k x k x k generated kernels (``|Omega| = k^3``).
 
     Args:
         in_channels, out_channels: numbers of fields.
@@ -96,7 +97,7 @@ class E4Conv(GroupAggregation):
         self.generator_norm = generator_norm
         self.backend = check_backend(backend)
         self.hidden_channels = max(1, in_channels // reduction)
-        k2 = kernel_size * kernel_size
+        k2 = kernel_size**self.group.spatial_dims  # |Omega|: k^2 on pixel grids, k^3 on voxel grids
 
         def linear(cin: int, cout: int, mix: bool) -> nn.Module:
             return GroupConv(cin, cout, 1, self.group) if mix else SlotwiseLinear(cin, cout)
@@ -137,32 +138,35 @@ class E4Conv(GroupAggregation):
             nn.init.zeros_(self.bias)
 
     def generate_kernels(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
-        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot).
+        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot);
+        ``(B, s, k^3, |A|, D', H', W')`` on voxel grids.
 
         ``add_bias=False`` omits W2's bias (:meth:`forward` hands it to the aggregation, which fuses it).
         """
+        d = self.group.spatial_dims
         if self.stride > 1:
-            x = x[..., :: self.stride, :: self.stride]
+            x = x[(..., *([slice(None, None, self.stride)] * d))]
         hidden = F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
         t = self.span(hidden, add_bias=add_bias)
-        b, _, n, h, w = t.shape
-        return t.view(b, self.slices, self.kernel_size**2, n, h, w)
+        b, _, n = t.shape[:3]
+        return t.view(b, self.slices, self.kernel_size**d, n, *t.shape[3:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
         check_feature_map(x, self.in_channels, self.group, name)
-        check_exact_stride(x, self.stride, name)
+        check_exact_stride(x, self.stride, name, spatial_dims=self.group.spatial_dims)
         v = self.value(x)
         kernels = self.generate_kernels(x, add_bias=False)
         kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
         y = aggregate(v, kernels, self.relative_position_index, self.stride, self.backend, kernel_bias=kernel_bias)
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
+            y = y + self.bias.view(1, -1, *([1] * (self.group.spatial_dims + 1)))
         return y
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        """The aggregation only (``k^2 C_out |A| H' W'``); V, W1, W2 are counted by their own modules."""
-        return output[0].numel() * self.kernel_size**2
+        """The aggregation only (``k^2 C_out |A| H' W'``, ``k^3 ... D' H' W'`` on voxel grids); V, W1, W2 are counted
+        by their own modules."""
+        return output[0].numel() * self.kernel_size**self.group.spatial_dims
 
     def extra_repr(self) -> str:
         s = (
