@@ -63,4 +63,5 @@ TRITON = Backend(
     requires=("triton",),
     runs_on=_triton_runs_on,
     recover_on={"cuda"},
+    load_3d=lazy_function(f"{__package__}.triton_agg3d", "aggregate_triton_3d"),
 )
