@@ -28,6 +28,7 @@ FAST_OVERRIDES: dict[str, dict] = {
     "e4net-large": {"fields": 8, "slices": 4},
     "p4-sa": {"channels": 8, "heads": 2, "kernel_size": 3},
     "alpha-p4cnn": {"channels": 4},
+    "gcnn3d": {"fields": 2},
 }
 
 
@@ -73,7 +74,7 @@ def max_invariance_error(
 ) -> float:
     """Largest relative change of the logits over the group's non-identity elements (or only its generators r, m)."""
     elements = group.elements()[1:]
-    if generators_only:  # r and m generate the group (used to keep the full-width check affordable)
+    if generators_only and isinstance(group, groups.SquareGroup):  # r and m generate p4 / p4m (keeps it affordable)
         elements = [group.element(1)] + ([group.element(0, 1)] if group.reflections else [])
     with torch.no_grad():
         y = model(x)

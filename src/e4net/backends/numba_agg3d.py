@@ -161,8 +161,9 @@ def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cove
                     sh = (dz * hp + dy) * wp + dx
                     vs = vp[sh : sh + n]
                     gs = gvp[sh : sh + n]
-                    for i in range(n):
+                    for i in range(n):  # two loops: each vectorises (no possible aliasing between the outputs)
                         gku[i] += g[i] * vs[i]
+                    for i in range(n):
                         gs[i] += ku[i] * g[i]
                 else:
                     for z in range(do):
