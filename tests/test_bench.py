@@ -198,6 +198,10 @@ TINY = {
     "instance_channels": 4,
     "instance_size": 6,
     "instance_batch_size": 1,
+    "volume_fields": 2,
+    "volume_size": 4,
+    "volume_batch_size": 1,
+    "volume_train_batch_size": 1,
 }
 
 

@@ -36,9 +36,19 @@ class BenchConfig:
     instance_size: int = 28
     instance_batch_size: int = 8
     instance_group: str = "p4"
+    # volumes suite: the 3-D E4 layer vs GroupConv (O, C fields, k, S^3, batch), e4net3d vs gcnn3d train steps
+    volume_group: str = "O"
+    volume_fields: int = 8
+    volume_kernel_size: int = 3
+    volume_size: int = 16
+    volume_batch_size: int = 4
+    volume_models: tuple[str, ...] = ("e4net3d", "gcnn3d")  # the last one is the baseline
+    volume_train_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes"):
+        for name in (
+            "suites", "backends", "layer_sets", "models", "instance_layers", "instance_kernel_sizes", "volume_models",
+        ):  # fmt: skip
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 

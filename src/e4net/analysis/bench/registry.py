@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import instances, layers, train_step
+from . import instances, layers, train_step, volumetric
 from .suite import Suite
 
-SUITES: dict[str, Suite] = {s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE)}
+SUITES: dict[str, Suite] = {s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE, volumetric.SUITE)}
 
 
 def get_suite(name: str) -> Suite:
