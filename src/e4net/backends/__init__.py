@@ -33,13 +33,14 @@ from .dispatch import (
     resolve_backend,
     use_backend,
 )
+from .generated import aggregate_generated
 
 for _backend in (REFERENCE, SHIFT, NUMBA, TRITON):
     register_backend(_backend)
 del _backend
 
 __all__ = [
-    "aggregate", "resolve_backend", "use_backend", "available_backends", "check_backend", "get_backend",
+    "aggregate", "aggregate_generated", "resolve_backend", "use_backend", "available_backends", "check_backend", "get_backend",
     "register_backend", "Backend", "AggregateFn", "lazy_function", "FALLBACK", "add_kernel_bias", "transform_kernel",
     "output_size",
 ]  # fmt: skip

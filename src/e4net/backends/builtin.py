@@ -9,7 +9,8 @@
 
 numba needs the ``numba`` module, triton the ``triton`` module; neither is imported before its first aggregation.
 Each also declares its aggregation on voxel grids (O, Oh; ``load_3d``) in its own module: ``reference`` and ``shift``
-beside the 2-D one, ``numba_agg3d``, ``triton_agg3d``; the same devices, dtypes and priorities apply.
+beside the 2-D one, ``numba_agg3d``, ``triton_agg3d``; the same devices, dtypes and priorities apply. numba also
+fuses the kernel generator's last linear map into its 3-D aggregation (``load_generated_3d``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ NUMBA = Backend(
     auto_priority={"cpu": 10},
     requires=("numba",),
     load_3d=lazy_function(f"{__package__}.numba_agg3d", "aggregate_numba_3d"),
+    load_generated_3d=lazy_function(f"{__package__}.numba_agg3d", "aggregate_generated_numba_3d"),
 )
 TRITON = Backend(
     "triton",

@@ -61,6 +61,9 @@ class Backend:
             GPU) marks the backend unusable there, with one warning, and the call falls back instead of raising.
         load_3d: returns its aggregation on voxel grids (``v (B, C, |A|, D, H, W)``, k^3 kernels; groups O, Oh),
             same signature and declarations; ``None``: pixel grids only (the dispatcher routes by ``v``'s rank).
+        load_generated_3d: returns its 3-D aggregation with the kernel generator's last linear map fused in,
+            ``fn(v, hidden, weight, bias, index, stride)`` (:func:`e4net.backends.aggregate_generated`); ``None``:
+            the kernels are generated first and :attr:`load_3d` runs.
     """
 
     name: str
@@ -74,6 +77,7 @@ class Backend:
     runs_on: Callable[[str], bool] | None = None
     recover_on: frozenset[str] = frozenset()
     load_3d: Callable[[], AggregateFn] | None = None
+    load_generated_3d: Callable[[], AggregateFn] | None = None
 
     def loader(self, spatial_dims: int) -> Callable[[], AggregateFn] | None:
         """:attr:`load` for pixel grids (2), :attr:`load_3d` for voxel grids (3); ``None`` if not implemented."""

@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from ._geometry import kernel_side
 
-__all__ = ["aggregate_numba_3d"]
+__all__ = ["aggregate_numba_3d", "aggregate_generated_numba_3d"]
 
 
 @njit(cache=True, fastmath=True)
@@ -232,3 +232,248 @@ def aggregate_numba_3d(
     """The fused 3-D aggregation: ``v (B, C, |A|, D, H, W)``, ``kernel (B, s, k^3, |A|, D', H', W')``, ``index
     (|A|, k^3)``, optional ``kernel_bias (s, k^3)``; differentiable in ``v``, ``kernel`` and ``kernel_bias``."""
     return _Aggregate3d.apply(v, kernel, index, stride, kernel_bias)
+
+
+# ---- the kernel generator's last linear map fused in (no k^3-fold kernel tensor) ------------------------------------
+#
+# E4's generator ends with W2 (s k^3 x C_h) applied to the hidden features h (Sec. 4.1): K = W2 h + b2. In 3-D the
+# kernel tensor has s k^3 = 54 values per voxel and group element (k = 3, s = 2), 6.75x the 8 fields of v, and
+# writing, reading and differentiating it dominates the layer. Here each split (b, j, a) computes its k^3 kernel
+# volumes from h in cache, and the backward pass turns grad_kernel into grad_h, grad_W2 and grad_b2 in cache too.
+
+
+@njit(cache=True, fastmath=True)
+def _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
+    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
+    do, ho, wo = grid[0], grid[1], grid[2]
+    ovol = do * ho * wo
+    for q in range(nh):
+        base = ((b * nh + q) * na + a) * ovol
+        row = hx[q]
+        for z in range(do):
+            for y in range(ho):
+                src = hf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
+                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
+                for x in range(wo):
+                    dst[x] = src[x]
+
+
+@njit(cache=True, fastmath=True)
+def _generate(w2, b2, index, j, a, kk, hx, kx):  # pragma: no cover - compiled
+    """``kx[u] = b2[o] + sum_q W2[o, q] hx[q]`` with ``o = j k^3 + index[a, u]`` (the transform by ``a``)."""
+    nh, n = hx.shape
+    for u in range(kk):
+        o = j * kk + index[a, u]
+        row = kx[u]
+        bo = b2[o]
+        for i in range(n):
+            row[i] = bo
+        for q in range(nh):
+            wq = w2[o, q]
+            hq = hx[q]
+            for i in range(n):
+                row[i] += wq * hq[i]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cover - compiled
+    nb, nc, na, d, h, w = v.shape
+    nh = hid.shape[1]
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    do, ho, wo = out.shape[3], out.shape[4], out.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vp = np.zeros((d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1, dtype=v.dtype)
+        hx = np.zeros((nh, n), dtype=v.dtype)
+        kx = np.empty((kk, n), dtype=v.dtype)
+        acc = np.empty(n, dtype=v.dtype)
+        _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
+        _generate(w2, b2, index, j, a, kk, hx, kx)
+        for c in range(j, nc, ns):
+            vb = ((b * nc + c) * na + a) * vol
+            _load_padded(vf, vb, d, h, w, p, vp)
+            acc[:] = 0
+            for u in range(kk):
+                dz = u // (k * k)
+                dy = (u // k) % k
+                dx = u % k
+                ku = kx[u]
+                if wide:
+                    sh = (dz * hp + dy) * wp + dx
+                    vs = vp[sh : sh + n]
+                    for i in range(n):
+                        acc[i] += ku[i] * vs[i]
+                else:
+                    for z in range(do):
+                        for y in range(ho):
+                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
+                            o = z * rs + y * rw
+                            for x in range(wo):
+                                acc[o + x] += ku[o + x] * vp[src + x * stride]
+            ob = ((b * nc + c) * na + a) * ovol
+            for z in range(do):
+                for y in range(ho):
+                    dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                    src = acc[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):  # pragma: no cover - compiled
+    """Split over (b, a); the slices j run inside, so ``gh[b, :, a]`` has one writer. ``gw`` / ``gb`` are per-split
+    partial sums ``(nb na, s k^3, C_h)`` / ``(nb na, s k^3)``, reduced by the caller."""
+    nb, nc, na, d, h, w = v.shape
+    nh = hid.shape[1]
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    do, ho, wo = gout.shape[3], gout.shape[4], gout.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, hf, gof, gvf, ghf = v.reshape(-1), hid.reshape(-1), gout.reshape(-1), gv.reshape(-1), gh.reshape(-1)
+    for t in prange(nb * na):
+        b = t // na
+        a = t % na
+        vp = np.zeros(padded, dtype=v.dtype)
+        gvp = np.zeros(padded, dtype=v.dtype)
+        hx = np.zeros((nh, n), dtype=v.dtype)
+        ghx = np.zeros((nh, n), dtype=v.dtype)
+        kx = np.empty((kk, n), dtype=v.dtype)
+        gkx = np.empty((kk, n), dtype=v.dtype)
+        g = np.zeros(n, dtype=v.dtype)
+        _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
+        for j in range(ns):
+            _generate(w2, b2, index, j, a, kk, hx, kx)
+            gkx[:] = 0
+            for c in range(j, nc, ns):
+                vb = ((b * nc + c) * na + a) * vol
+                ob = ((b * nc + c) * na + a) * ovol
+                _load_padded(vf, vb, d, h, w, p, vp)
+                for z in range(do):
+                    for y in range(ho):
+                        src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                        dst = g[z * rs + y * rw : z * rs + y * rw + wo]
+                        for x in range(wo):
+                            dst[x] = src[x]
+                gvp[:] = 0
+                for u in range(kk):
+                    dz = u // (k * k)
+                    dy = (u // k) % k
+                    dx = u % k
+                    ku, gku = kx[u], gkx[u]
+                    if wide:
+                        sh = (dz * hp + dy) * wp + dx
+                        vs = vp[sh : sh + n]
+                        gs = gvp[sh : sh + n]
+                        for i in range(n):
+                            gku[i] += g[i] * vs[i]
+                        for i in range(n):
+                            gs[i] += ku[i] * g[i]
+                    else:
+                        for z in range(do):
+                            for y in range(ho):
+                                src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
+                                o = z * rs + y * rw
+                                for x in range(wo):
+                                    gku[o + x] += g[o + x] * vp[src + x * stride]
+                                    gvp[src + x * stride] += ku[o + x] * g[o + x]
+                for z in range(d):
+                    for y in range(h):
+                        o = ((z + p) * hp + y + p) * wp + p
+                        dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
+                        src = gvp[o : o + w]
+                        for x in range(w):
+                            dst[x] = src[x]
+            # grad_kernel (in cache) -> grad_b2, grad_W2, grad_h; scratch entries of gkx are 0
+            for u in range(kk):
+                o = j * kk + index[a, u]
+                row = gkx[u]
+                sb = 0.0
+                for i in range(n):
+                    sb += row[i]
+                gb[t, o] += sb
+                for q in range(nh):
+                    hq = hx[q]
+                    sw = 0.0
+                    for i in range(n):
+                        sw += row[i] * hq[i]
+                    gw[t, o, q] += sw
+                    wq = w2[o, q]
+                    ghq = ghx[q]
+                    for i in range(n):
+                        ghq[i] += wq * row[i]
+        for q in range(nh):
+            base = ((b * nh + q) * na + a) * ovol
+            row = ghx[q]
+            for z in range(do):
+                for y in range(ho):
+                    dst = ghf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
+                    src = row[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+class _AggregateGenerated3d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, hidden, weight, bias, index, stride):  # type: ignore[override]
+        kk = index.shape[1]
+        k = kernel_side(kk, 3)
+        out = torch.empty(v.shape[0], v.shape[1], v.shape[2], *hidden.shape[3:], dtype=v.dtype)
+        b2 = torch.zeros(weight.shape[0], dtype=v.dtype) if bias is None else bias.detach().contiguous()
+        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
+        vn, hn = v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy()
+        _forward_generated(vn, hn, weight.detach().contiguous().numpy(), b2.numpy(), idx, k, stride, out.numpy())
+        ctx.save_for_backward(v, hidden, weight, b2, index)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        v, hidden, weight, b2, index = ctx.saved_tensors
+        k = kernel_side(index.shape[1], 3)
+        splits = v.shape[0] * v.shape[2]
+        gv = torch.empty(v.shape, dtype=v.dtype)
+        gh = torch.empty(hidden.shape, dtype=v.dtype)
+        gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
+        gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
+        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
+        _backward_generated(
+            v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy(), weight.detach().contiguous().numpy(),
+            b2.numpy(), idx, k, ctx.stride, grad_out.detach().contiguous().numpy(), gv.numpy(), gh.numpy(),
+            gw.numpy(), gb.numpy(),
+        )  # fmt: skip
+        return gv, gh, gw.sum(0), gb.sum(0) if ctx.has_bias else None, None, None
+
+
+def aggregate_generated_numba_3d(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: torch.Tensor,
+    stride: int = 1,
+) -> torch.Tensor:
+    """The 3-D aggregation with kernels ``K = weight · hidden + bias`` generated in cache (never stored):
+    ``hidden (B, C_h, |A|, D', H', W')`` on the output grid, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` or None;
+    differentiable in ``v``, ``hidden``, ``weight`` and ``bias``. Same result as :func:`aggregate_numba_3d` on
+    those kernels (:func:`e4net.backends.aggregate_generated`)."""
+    return _AggregateGenerated3d.apply(v, hidden, weight, bias, index, stride)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends import aggregate, check_backend
+from ..backends import aggregate, aggregate_generated, check_backend
 from ..groups import Group, resolve
 from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
 from .aggregation import GroupAggregation
@@ -143,22 +143,29 @@ class E4Conv(GroupAggregation):
 
         ``add_bias=False`` omits W2's bias (:meth:`forward` hands it to the aggregation, which fuses it).
         """
+        t = self.span(self.generator_hidden(x), add_bias=add_bias)
+        b, _, n = t.shape[:3]
+        return t.view(b, self.slices, self.kernel_size**self.group.spatial_dims, n, *t.shape[3:])
+
+    def generator_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``ReLU(Norm(W1 x))`` at every output position, the input of the generator's last map ``W2`` (``span``)."""
         d = self.group.spatial_dims
         if self.stride > 1:
             x = x[(..., *([slice(None, None, self.stride)] * d))]
-        hidden = F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
-        t = self.span(hidden, add_bias=add_bias)
-        b, _, n = t.shape[:3]
-        return t.view(b, self.slices, self.kernel_size**d, n, *t.shape[3:])
+        return F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
         check_feature_map(x, self.in_channels, self.group, name)
         check_exact_stride(x, self.stride, name, spatial_dims=self.group.spatial_dims)
         v = self.value(x)
-        kernels = self.generate_kernels(x, add_bias=False)
-        kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
-        y = aggregate(v, kernels, self.relative_position_index, self.stride, self.backend, kernel_bias=kernel_bias)
+        if self.group.spatial_dims == 3:  # W2 handed to the aggregation: a backend may fuse it (k^3 kernels are big)
+            hidden, index = self.generator_hidden(x), self.relative_position_index
+            y = aggregate_generated(v, hidden, self.span.weight, self.span.bias, index, self.stride, self.backend)
+        else:
+            kernels = self.generate_kernels(x, add_bias=False)
+            kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
+            y = aggregate(v, kernels, self.relative_position_index, self.stride, self.backend, kernel_bias=kernel_bias)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * (self.group.spatial_dims + 1)))
         return y
