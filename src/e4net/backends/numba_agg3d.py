@@ -258,29 +258,37 @@ def _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - comp
                     dst[x] = src[x]
 
 
+CHUNK = 512  # accumulator entries per tile: the k^3 generated kernel rows of a tile stay in L1/L2
+
+
 @njit(cache=True, fastmath=True)
-def _generate(w2, b2, index, j, a, kk, hx, kx):  # pragma: no cover - compiled
-    """``kx[u] = b2[o] + sum_q W2[o, q] hx[q]`` with ``o = j k^3 + index[a, u]`` (the transform by ``a``)."""
-    nh, n = hx.shape
+def _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx):  # pragma: no cover - compiled
+    """``kx[u, :i1-i0] = b2[o] + sum_q W2[o, q] hx[q, i0:i1]`` with ``o = j k^3 + index[a, u]`` (the transform by
+    ``a``): the kernels of one tile."""
+    nh = hx.shape[0]
+    m = i1 - i0
     for u in range(kk):
         o = j * kk + index[a, u]
-        row = kx[u]
+        row = kx[u, 0:m]
         bo = b2[o]
-        for i in range(n):
+        for i in range(m):
             row[i] = bo
         for q in range(nh):
             wq = w2[o, q]
-            hq = hx[q]
-            for i in range(n):
+            hq = hx[q, i0:i1]
+            for i in range(m):
                 row[i] += wq * hq[i]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cover - compiled
+    """Split over (b, j, a); each split loads its ``C / s`` value volumes, then walks the accumulator in tiles of
+    :data:`CHUNK`: generate the tile's k^3 kernel rows, accumulate every channel of the slice with them."""
     nb, nc, na, d, h, w = v.shape
     nh = hid.shape[1]
     kk = index.shape[1]
     ns = w2.shape[0] // kk
+    cs = nc // ns
     do, ho, wo = out.shape[3], out.shape[4], out.shape[5]
     grid = np.array([do, ho, wo])
     p = k // 2
@@ -290,43 +298,53 @@ def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cov
     rs = hp * wp if wide else ho * wo
     n = do * rs
     vol, ovol = d * h * w, do * ho * wo
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
     vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
     for t in prange(nb * ns * na):
         b = t // (ns * na)
         j = (t // na) % ns
         a = t % na
-        vp = np.zeros((d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1, dtype=v.dtype)
+        vps = np.zeros((cs, padded), dtype=v.dtype)
         hx = np.zeros((nh, n), dtype=v.dtype)
-        kx = np.empty((kk, n), dtype=v.dtype)
-        acc = np.empty(n, dtype=v.dtype)
+        kx = np.empty((kk, CHUNK), dtype=v.dtype)
+        acc = np.zeros((cs, n), dtype=v.dtype)
         _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
-        _generate(w2, b2, index, j, a, kk, hx, kx)
-        for c in range(j, nc, ns):
-            vb = ((b * nc + c) * na + a) * vol
-            _load_padded(vf, vb, d, h, w, p, vp)
-            acc[:] = 0
-            for u in range(kk):
-                dz = u // (k * k)
-                dy = (u // k) % k
-                dx = u % k
-                ku = kx[u]
-                if wide:
-                    sh = (dz * hp + dy) * wp + dx
-                    vs = vp[sh : sh + n]
-                    for i in range(n):
-                        acc[i] += ku[i] * vs[i]
-                else:
-                    for z in range(do):
-                        for y in range(ho):
-                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
-                            o = z * rs + y * rw
-                            for x in range(wo):
-                                acc[o + x] += ku[o + x] * vp[src + x * stride]
-            ob = ((b * nc + c) * na + a) * ovol
+        for ci in range(cs):
+            _load_padded(vf, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w, p, vps[ci])
+        if wide:
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                m = i1 - i0
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                for ci in range(cs):
+                    ac = acc[ci, i0:i1]
+                    for u in range(kk):
+                        sh = ((u // (k * k)) * hp + (u // k) % k) * wp + u % k + i0
+                        vs = vps[ci, sh : sh + m]
+                        ku = kx[u, 0:m]
+                        for i in range(m):
+                            ac[i] += ku[i] * vs[i]
+        else:
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                for ci in range(cs):
+                    for u in range(kk):
+                        dz = u // (k * k)
+                        dy = (u // k) % k
+                        dx = u % k
+                        for i in range(i0, i1):
+                            z = i // rs
+                            y = (i // rw) % ho
+                            x = i % rw
+                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx + x * stride
+                            acc[ci, i] += kx[u, i - i0] * vps[ci, src]
+        for ci in range(cs):
+            ob = ((b * nc + j + ci * ns) * na + a) * ovol
             for z in range(do):
                 for y in range(ho):
                     dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                    src = acc[z * rs + y * rw : z * rs + y * rw + wo]
+                    src = acc[ci, z * rs + y * rw : z * rs + y * rw + wo]
                     for x in range(wo):
                         dst[x] = src[x]
 
@@ -334,11 +352,14 @@ def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cov
 @njit(parallel=True, cache=True, fastmath=True)
 def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):  # pragma: no cover - compiled
     """Split over (b, a); the slices j run inside, so ``gh[b, :, a]`` has one writer. ``gw`` / ``gb`` are per-split
-    partial sums ``(nb na, s k^3, C_h)`` / ``(nb na, s k^3)``, reduced by the caller."""
+    partial sums ``(nb na, s k^3, C_h)`` / ``(nb na, s k^3)``, reduced by the caller. Tiles as the forward pass:
+    per tile, the kernels are generated, their gradient accumulated over the slice's channels (and grad_v with
+    them), then turned into grad_b2, grad_W2 and grad_h while still in cache."""
     nb, nc, na, d, h, w = v.shape
     nh = hid.shape[1]
     kk = index.shape[1]
     ns = w2.shape[0] // kk
+    cs = nc // ns
     do, ho, wo = gout.shape[3], gout.shape[4], gout.shape[5]
     grid = np.array([do, ho, wo])
     p = k // 2
@@ -353,74 +374,80 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
     for t in prange(nb * na):
         b = t // na
         a = t % na
-        vp = np.zeros(padded, dtype=v.dtype)
-        gvp = np.zeros(padded, dtype=v.dtype)
+        vps = np.zeros((cs, padded), dtype=v.dtype)
+        gvps = np.zeros((cs, padded), dtype=v.dtype)
         hx = np.zeros((nh, n), dtype=v.dtype)
         ghx = np.zeros((nh, n), dtype=v.dtype)
-        kx = np.empty((kk, n), dtype=v.dtype)
-        gkx = np.empty((kk, n), dtype=v.dtype)
-        g = np.zeros(n, dtype=v.dtype)
+        gx = np.zeros((cs, n), dtype=v.dtype)  # grad_out of the slice's channels, accumulator layout (scratch 0)
+        kx = np.empty((kk, CHUNK), dtype=v.dtype)
+        gkx = np.empty((kk, CHUNK), dtype=v.dtype)
         _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
         for j in range(ns):
-            _generate(w2, b2, index, j, a, kk, hx, kx)
-            gkx[:] = 0
-            for c in range(j, nc, ns):
-                vb = ((b * nc + c) * na + a) * vol
+            for ci in range(cs):
+                c = j + ci * ns
+                _load_padded(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
                 ob = ((b * nc + c) * na + a) * ovol
-                _load_padded(vf, vb, d, h, w, p, vp)
                 for z in range(do):
                     for y in range(ho):
                         src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                        dst = g[z * rs + y * rw : z * rs + y * rw + wo]
+                        dst = gx[ci, z * rs + y * rw : z * rs + y * rw + wo]
                         for x in range(wo):
                             dst[x] = src[x]
-                gvp[:] = 0
+            gvps[:] = 0
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                m = i1 - i0
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                gkx[:] = 0
+                for ci in range(cs):
+                    gs = gx[ci, i0:i1]
+                    for u in range(kk):
+                        ku, gku = kx[u, 0:m], gkx[u, 0:m]
+                        if wide:
+                            sh = ((u // (k * k)) * hp + (u // k) % k) * wp + u % k + i0
+                            vs = vps[ci, sh : sh + m]
+                            gvs = gvps[ci, sh : sh + m]
+                            for i in range(m):
+                                gku[i] += gs[i] * vs[i]
+                            for i in range(m):
+                                gvs[i] += ku[i] * gs[i]
+                        else:
+                            dz = u // (k * k)
+                            dy = (u // k) % k
+                            dx = u % k
+                            for i in range(m):
+                                z = (i + i0) // rs
+                                y = ((i + i0) // rw) % ho
+                                x = (i + i0) % rw
+                                src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx + x * stride
+                                gku[i] += gs[i] * vps[ci, src]
+                                gvps[ci, src] += ku[i] * gs[i]
                 for u in range(kk):
-                    dz = u // (k * k)
-                    dy = (u // k) % k
-                    dx = u % k
-                    ku, gku = kx[u], gkx[u]
-                    if wide:
-                        sh = (dz * hp + dy) * wp + dx
-                        vs = vp[sh : sh + n]
-                        gs = gvp[sh : sh + n]
-                        for i in range(n):
-                            gku[i] += g[i] * vs[i]
-                        for i in range(n):
-                            gs[i] += ku[i] * g[i]
-                    else:
-                        for z in range(do):
-                            for y in range(ho):
-                                src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
-                                o = z * rs + y * rw
-                                for x in range(wo):
-                                    gku[o + x] += g[o + x] * vp[src + x * stride]
-                                    gvp[src + x * stride] += ku[o + x] * g[o + x]
+                    o = j * kk + index[a, u]
+                    row = gkx[u, 0:m]
+                    sb = 0.0
+                    for i in range(m):
+                        sb += row[i]
+                    gb[t, o] += sb
+                    for q in range(nh):
+                        hq = hx[q, i0:i1]
+                        sw = 0.0
+                        for i in range(m):
+                            sw += row[i] * hq[i]
+                        gw[t, o, q] += sw
+                        wq = w2[o, q]
+                        ghq = ghx[q, i0:i1]
+                        for i in range(m):
+                            ghq[i] += wq * row[i]
+            for ci in range(cs):
+                vb = ((b * nc + j + ci * ns) * na + a) * vol
                 for z in range(d):
                     for y in range(h):
                         o = ((z + p) * hp + y + p) * wp + p
                         dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
-                        src = gvp[o : o + w]
+                        src = gvps[ci, o : o + w]
                         for x in range(w):
                             dst[x] = src[x]
-            # grad_kernel (in cache) -> grad_b2, grad_W2, grad_h; scratch entries of gkx are 0
-            for u in range(kk):
-                o = j * kk + index[a, u]
-                row = gkx[u]
-                sb = 0.0
-                for i in range(n):
-                    sb += row[i]
-                gb[t, o] += sb
-                for q in range(nh):
-                    hq = hx[q]
-                    sw = 0.0
-                    for i in range(n):
-                        sw += row[i] * hq[i]
-                    gw[t, o, q] += sw
-                    wq = w2[o, q]
-                    ghq = ghx[q]
-                    for i in range(n):
-                        ghq[i] += wq * row[i]
         for q in range(nh):
             base = ((b * nh + q) * na + a) * ovol
             row = ghx[q]

@@ -171,9 +171,14 @@ class E4Conv(GroupAggregation):
         return y
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        """The aggregation only (``k^2 C_out |A| H' W'``, ``k^3 ... D' H' W'`` on voxel grids); V, W1, W2 are counted
-        by their own modules."""
-        return output[0].numel() * self.kernel_size**self.group.spatial_dims
+        """The aggregation (``k^2 C_out |A| H' W'``, ``k^3 ... D' H' W'`` on voxel grids); V, W1, W2 are counted by
+        their own modules, except on voxel grids, where W2 (``span``) runs inside the aggregation
+        (:func:`e4net.backends.aggregate_generated`) and its ``C_h s k^3 |A| D' H' W'`` are counted here."""
+        kd = self.kernel_size**self.group.spatial_dims
+        macs = output[0].numel() * kd
+        if self.group.spatial_dims == 3:
+            macs += output[0].numel() // self.out_channels * self.hidden_channels * self.slices * kd
+        return macs
 
     def extra_repr(self) -> str:
         s = (
