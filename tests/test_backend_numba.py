@@ -227,7 +227,8 @@ def test_kernels_generated_inside_the_aggregation_equal_the_stored_ones(gi, s, m
     orig = numba_agg.numba_aggregate_generated
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(numba_agg, "numba_aggregate_generated", lambda *a: calls.append(1) or orig(*a))
-        got = aggregate_generated(v, hidden, weight, index, stride, "numba", kernel_bias=kb)
+        flat = kb.reshape(-1) if kb is not None else None
+        got = aggregate_generated(v, hidden, weight, flat, index, stride, "numba")
     assert calls, "the generating kernel did not run"
     torch.testing.assert_close(got, aggregate(v, kernel, index, stride, "reference", kernel_bias=kb))
 

@@ -202,6 +202,10 @@ TINY = {
     "inference_models": ["p4cnn"],
     "inference_batch_sizes": [1, 2],
     "inference_runtimes": ["eval", "exported"],
+    "volume_fields": 2,
+    "volume_size": 4,
+    "volume_batch_size": 1,
+    "volume_train_batch_size": 1,
 }
 
 
@@ -227,7 +231,7 @@ def test_every_suite_runs_small_with_ratios_against_its_baseline(name, small_lay
 
 def test_unknown_suite_is_one_clear_error():
     with pytest.raises(
-        ValueError, match="unknown suite 'nope'; choose from layers, train, instances, models, inference"
+        ValueError, match="unknown suite 'nope'; choose from layers, train, instances, models, inference, volumes"
     ):
         bench.run_benchmarks(suites=["layers", "nope"], progress=False)
     with pytest.raises(ValueError, match="unknown suite"):

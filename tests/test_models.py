@@ -28,6 +28,7 @@ FAST_OVERRIDES: dict[str, dict] = {
     "e4net-large": {"fields": 8, "slices": 4},
     "p4-sa": {"channels": 8, "heads": 2, "kernel_size": 3},
     "alpha-p4cnn": {"channels": 4},
+    "gcnn3d": {"fields": 2},
 }
 
 
@@ -73,7 +74,7 @@ def max_invariance_error(
 ) -> float:
     """Largest relative change of the logits over the group's non-identity elements (or only its generators r, m)."""
     elements = group.elements()[1:]
-    if generators_only:  # r and m generate the group (used to keep the full-width check affordable)
+    if generators_only and isinstance(group, groups.SquareGroup):  # r and m generate p4 / p4m (keeps it affordable)
         elements = [group.element(1)] + ([group.element(0, 1)] if group.reflections else [])
     with torch.no_grad():
         y = model(x)
@@ -531,7 +532,8 @@ def test_table4_paper_rows_recorded():
         22.18,
         0.46,
     )
-    assert all(rows_for_model(n, {}) for n in list_models() if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
+    paper = [n for n in list_models() if model_spec(n).dataset in ("mnist-rot", "cifar10")]  # not the 3-D models
+    assert all(rows_for_model(n, {}) for n in paper if n in FAST_OVERRIDES or n in ("e4net", "p4cnn"))
 
 
 # ---- unpadded convolutions of P4CNN ----------------------------------------------------------------------------------

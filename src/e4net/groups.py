@@ -1,4 +1,5 @@
-"""The point groups of p4 and p4m, their actions, and the contract every group of this package fulfils.
+"""The point groups of p4 and p4m (pixel grids) and of O and Oh (voxel grids), their actions, and the contract every
+group of this package fulfils. The 3-D conventions are in the docstring of :class:`CubeGroup`.
 
 Conventions (stated once, used everywhere)
 -----------------------------------------
@@ -33,20 +34,22 @@ voxels), ``elements()``, ``compose(a, b)``, ``inverse(a)``, the ``composition_ta
 ``act_on_features(x, g)``, ``regular_permutation(g)`` and ``relative_position_index(kernel_size, over_group)``.
 A new group (e.g. the octahedral group O on 3-D voxel grids with k x k x k kernels) implements only the abstract
 members -- ``order``, ``spatial_dims``, the group law ``_compose`` and the action on signals ``_act_on_signal`` -- and
-inherits the rest, including the input checks and the relative-position table. :class:`SquareGroup` is the one
-concrete group here: the symmetries of the square acting on the pixel grid (C4, or D4 with reflections). Only
-90-degree rotations act exactly on a pixel grid, so it has no rotation-order parameter.
+inherits the rest, including the input checks and the relative-position table. :class:`SquareGroup` is the
+symmetries of the square acting on the pixel grid (C4, or D4 with reflections). Only 90-degree rotations act exactly
+on a pixel grid, so it has no rotation-order parameter. :class:`CubeGroup` is the symmetries of the cube acting on
+the voxel grid (O, the 24 rotations, or Oh, 48 with reflections), the 3-D extension the paper's conclusion names.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-__all__ = ["Group", "SquareGroup", "get", "P4", "P4M", "GROUPS", "resolve"]
+__all__ = ["Group", "SquareGroup", "CubeGroup", "get", "P4", "P4M", "O", "OH", "GROUPS", "resolve"]
 
 
 class Group(abc.ABC):
@@ -220,13 +223,112 @@ class SquareGroup(Group):
         return x
 
 
+def _signed_permutations(proper_only: bool) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """The rotation matrices of O as ``(perm, signs)`` with ``M[i, perm[i]] = signs[i]``, in the order of the
+    :class:`CubeGroup` docstring: permutations of ``itertools.permutations(range(3))``, then sign patterns of
+    ``itertools.product((1, -1), repeat=3)``, keeping det +1 (``proper_only``) or all 48."""
+    out = []
+    for perm in itertools.permutations(range(3)):
+        parity = sum(perm[i] > perm[j] for i in range(3) for j in range(i + 1, 3)) % 2
+        for signs in itertools.product((1, -1), repeat=3):
+            det = (-1) ** parity * signs[0] * signs[1] * signs[2]
+            if det == 1 or not proper_only:
+                out.append((perm, signs))
+    return tuple(out)
+
+
+_ROTATIONS_O = _signed_permutations(proper_only=True)
+
+
+@dataclass(frozen=True)
+class CubeGroup(Group):
+    """The symmetries of the cube acting on voxel grids ``(..., D, H, W)``: O (24 rotations, ``reflections=False``)
+    or Oh (48: O and the point reflection ``-I``), with the translations of Z^3 acting through convolution.
+
+    Conventions (the 3-D counterpart of the module docstring):
+
+    * A voxel ``(d, h, w)`` has the centred coordinates ``p = (d, h, w) - (D-1, H-1, W-1)/2`` (axis order D, H, W).
+      An element is a signed permutation matrix ``M`` with ``M[i, perm[i]] = signs[i]`` acting by
+      ``(T_g f)(p) = f(M^-1 p)``: output axis ``i`` reads input axis ``perm[i]``, reversed when ``signs[i] = -1``
+      (``x.permute`` then ``torch.flip``, an exact index permutation). ``compose(a, b)`` is the matrix product
+      ``M_a M_b`` (apply ``b`` first), so ``T_a T_b = T_{ab}``.
+    * Element order: index ``24*j + i`` is ``R_i (-I)^j`` (``j in {0, 1}``, ``j = 0`` only for O). ``R_i`` is the
+      ``i``-th det +1 matrix when permutations run over ``itertools.permutations(range(3))`` and, for each,
+      sign patterns over ``itertools.product((1, -1), repeat=3)``. Element 0 is the identity; :meth:`matrix` gives
+      ``M`` of any element. ``-I`` reverses all three axes.
+    * Group feature maps are ``(B, C, |A|, D, H, W)`` with the regular action ``(T_g f)(p, a) = f(M_g^-1 p, g^-1 a)``
+      (inherited ``act_on_features``); k x k x k kernels are transformed through ``relative_position_index``
+      (the k^3 grid flattened row-major, D-major). Axes of unequal length are swapped by the elements that permute
+      them (only cubic inputs keep their shape under all of O).
+    """
+
+    name: str
+    reflections: bool = False
+
+    @property
+    def order(self) -> int:
+        """``|A|``: 24 for O, 48 for Oh."""
+        return len(_ROTATIONS_O) * (2 if self.reflections else 1)
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3
+
+    def decompose(self, g: int) -> tuple[int, int]:
+        """``g -> (i, j)`` with ``g = R_i (-I)^j``."""
+        self._check_element(g)
+        return g % len(_ROTATIONS_O), g // len(_ROTATIONS_O)
+
+    def matrix(self, g: int) -> tuple[tuple[int, ...], ...]:
+        """The signed permutation matrix ``M_g`` (rows: output axes D, H, W) as nested tuples."""
+        i, j = self.decompose(g)
+        perm, signs = _ROTATIONS_O[i]
+        sign = -1 if j else 1
+        return tuple(tuple(sign * signs[r] if c == perm[r] else 0 for c in range(3)) for r in range(3))
+
+    def element_of_matrix(self, m: tuple[tuple[int, ...], ...] | list[list[int]]) -> int:
+        """The index of the element with matrix ``m`` (ValueError if ``m`` is not in the group)."""
+        key = tuple(tuple(int(v) for v in row) for row in m)
+        try:
+            return self._matrix_index[key]
+        except KeyError:
+            raise ValueError(f"{key} is not a matrix of {self.name}") from None
+
+    @cached_property
+    def _matrix_index(self) -> dict[tuple[tuple[int, ...], ...], int]:
+        return {self.matrix(g): g for g in range(self.order)}
+
+    def element_name(self, g: int) -> str:
+        """``"e"``, or the matrix rows, e.g. ``"[0,-1,0;1,0,0;0,0,1]"``."""
+        if g == 0:
+            self._check_element(g)
+            return "e"
+        return "[" + ";".join(",".join(str(v) for v in row) for row in self.matrix(g)) + "]"
+
+    def _compose(self, a: int, b: int) -> int:
+        ma, mb = self.matrix(a), self.matrix(b)
+        prod = tuple(tuple(sum(ma[r][t] * mb[t][c] for t in range(3)) for c in range(3)) for r in range(3))
+        return self._matrix_index[prod]
+
+    def _act_on_signal(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """Output axis ``i`` reads input axis ``perm[i]``, reversed where the matrix entry is -1."""
+        m = self.matrix(g)
+        base = x.dim() - 3
+        perm = [next(c for c in range(3) if m[r][c]) for r in range(3)]
+        y = x.permute(*range(base), *(base + p for p in perm)) if perm != [0, 1, 2] else x
+        flips = tuple(base + r for r in range(3) if m[r][perm[r]] < 0)
+        return torch.flip(y, flips) if flips else y
+
+
 P4 = SquareGroup("p4", reflections=False)
 P4M = SquareGroup("p4m", reflections=True)
-GROUPS: dict[str, Group] = {"p4": P4, "p4m": P4M}
+O = CubeGroup("O", reflections=False)  # noqa: E741 (the standard name of the octahedral rotation group)
+OH = CubeGroup("Oh", reflections=True)
+GROUPS: dict[str, Group] = {"p4": P4, "p4m": P4M, "O": O, "Oh": OH}
 
 
 def get(name: str) -> Group:
-    """The group named ``"p4"`` or ``"p4m"``."""
+    """The group named ``"p4"``, ``"p4m"`` (pixel grids), ``"O"`` or ``"Oh"`` (voxel grids)."""
     try:
         return GROUPS[name]
     except (KeyError, TypeError):

@@ -2,8 +2,9 @@
 
 Every module counts only its *own* work: e4net layers through a ``count_macs(inputs, output)`` method
 (:class:`~e4net.nn.E4Conv` counts its dynamic aggregation, its V / W1 / W2 sub-modules count themselves),
-``nn.Conv2d`` / ``nn.Linear`` by their standard formulas. Norms, activations and pooling are not counted,
-as in the paper's tables.
+``nn.Conv2d`` / ``nn.Conv3d`` / ``nn.Linear`` by their standard formulas. Norms, activations and pooling are not
+counted, as in the paper's tables. The e4net layers count in 3-D too (voxel grids of O / Oh: k^3 kernels); the
+closed forms of Sec. 4.2 with ``k^2 -> k^3`` beside these live counts: :mod:`e4net.analysis.cost3d`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class Count:
         return f"params={self.params:,} macs={self.macs:,}"
 
 
-def _conv2d_macs(m: nn.Conv2d, out: torch.Tensor) -> int:
-    k = m.kernel_size[0] * m.kernel_size[1]
+def _conv_macs(m: nn.Conv2d | nn.Conv3d, out: torch.Tensor) -> int:
+    k = 1
+    for side in m.kernel_size:
+        k *= side
     return out[0].numel() * (m.in_channels // m.groups) * k
 
 
@@ -40,8 +43,8 @@ def module_macs(m: nn.Module, inputs: tuple, out: torch.Tensor) -> int | None:
     """MACs of one module's own work for this call (per example), or None if it does no counted work."""
     if hasattr(m, "count_macs"):
         return int(m.count_macs(inputs, out))
-    if isinstance(m, nn.Conv2d):
-        return _conv2d_macs(m, out)
+    if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+        return _conv_macs(m, out)
     if isinstance(m, nn.Linear):
         return _linear_macs(m, out)
     return None

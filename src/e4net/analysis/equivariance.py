@@ -2,7 +2,8 @@
 
 The action is chosen by the tensor's rank: rank 5 ``(B, C, |A|, H, W)`` gets the regular action
 (``act_on_features``), rank 3-4 ``(..., H, W)`` the action on images (``act_on_signal``), rank 1-2 (logits,
-pooled vectors) the trivial action (invariance).
+pooled vectors) the trivial action (invariance). For a group on voxel grids (O, Oh) every rank but the last is one
+higher: rank 6 feature maps, rank 4-5 voxel signals.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from ..groups import Group, resolve
 
 def act(x: torch.Tensor, group: Group, g: int) -> torch.Tensor:
     """Apply ``g`` to ``x`` with the action its rank implies (see the module docstring)."""
-    if x.dim() == 5:
+    d = group.spatial_dims
+    if x.dim() == d + 3:
         return group.act_on_features(x, g)
-    if x.dim() in (3, 4):
+    if x.dim() in (d + 1, d + 2):
         return group.act_on_signal(x, g)
     if x.dim() in (1, 2):
         return x

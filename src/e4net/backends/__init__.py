@@ -26,7 +26,6 @@ from .contract import AggregateFn, Backend, lazy_function
 from .dispatch import (
     FALLBACK,
     aggregate,
-    aggregate_generated,
     available_backends,
     check_backend,
     get_backend,
@@ -34,6 +33,7 @@ from .dispatch import (
     resolve_backend,
     use_backend,
 )
+from .generated import aggregate_generated
 
 for _backend in (REFERENCE, SHIFT, NUMBA, TRITON):
     register_backend(_backend)

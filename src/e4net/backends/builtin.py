@@ -7,8 +7,11 @@
 | numba       | cpu                     | float32, float64        | fused | 10 on cpu            |
 | triton      | cuda (cpu: interpreter) | fp16, bf16, fp32, fp64  | added | 10 on cuda           |
 
-numba also generates the kernels inside the aggregation in inference (``generate``). numba needs the ``numba``
-module, triton the ``triton`` module; neither is imported before its first aggregation.
+numba needs the ``numba`` module, triton the ``triton`` module; neither is imported before its first aggregation.
+Each also declares its aggregation on voxel grids (O, Oh; ``load_3d``) in its own module: ``reference`` and ``shift``
+beside the 2-D one, ``numba_agg3d``, ``triton_agg3d``; the same devices, dtypes and priorities apply. numba also
+fuses the kernel generator's last linear map into its 3-D aggregation (``load_generated_3d``). In inference it also generates the 2-D kernels inside its aggregation
+(``load_generated``).
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ def _triton_runs_on(device_type: str) -> bool:
     return device_type == "cuda" or triton_interpreting()
 
 
-REFERENCE = Backend("reference", lazy_function(f"{__package__}.reference", "aggregate_reference"))
-SHIFT = Backend("shift", lazy_function(f"{__package__}.shift", "aggregate_shift"), auto_priority={"cpu": 0, "cuda": 0})
+REFERENCE = Backend(
+    "reference",
+    lazy_function(f"{__package__}.reference", "aggregate_reference"),
+    load_3d=lazy_function(f"{__package__}.reference", "aggregate_reference_3d"),
+)
+SHIFT = Backend(
+    "shift",
+    lazy_function(f"{__package__}.shift", "aggregate_shift"),
+    auto_priority={"cpu": 0, "cuda": 0},
+    load_3d=lazy_function(f"{__package__}.shift", "aggregate_shift_3d"),
+)
 NUMBA = Backend(
     "numba",
     lazy_function(f"{__package__}.numba_agg", "aggregate_numba"),
@@ -42,7 +54,9 @@ NUMBA = Backend(
     fuses_bias=True,
     auto_priority={"cpu": 10},
     requires=("numba",),
-    generate=lazy_function(f"{__package__}.numba_agg", "aggregate_numba_generated"),
+    load_3d=lazy_function(f"{__package__}.numba_agg3d", "aggregate_numba_3d"),
+    load_generated=lazy_function(f"{__package__}.numba_agg", "aggregate_numba_generated"),
+    load_generated_3d=lazy_function(f"{__package__}.numba_agg3d", "aggregate_generated_numba_3d"),
 )
 TRITON = Backend(
     "triton",
@@ -53,4 +67,5 @@ TRITON = Backend(
     requires=("triton",),
     runs_on=_triton_runs_on,
     recover_on={"cuda"},
+    load_3d=lazy_function(f"{__package__}.triton_agg3d", "aggregate_triton_3d"),
 )

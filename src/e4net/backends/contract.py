@@ -59,10 +59,14 @@ class Backend:
             interpreter); ``None``: none.
         recover_on: device types on which a failure of the function (e.g. the Triton kernels do not compile on this
             GPU) marks the backend unusable there, with one warning, and the call falls back instead of raising.
-        generate: optional loader of ``fn(v, hidden, weight, index, stride, kernel_bias)``, the aggregation with the
-            kernels ``weight @ hidden + kernel_bias`` (Sec. 4.1's ``W2 h + b``) generated inside it, so the kernel
-            tensor is never stored; used by :func:`~e4net.backends.aggregate_generated` when no gradient is
-            wanted (not differentiable). ``None``: the kernel tensor is made first.
+        load_3d: returns its aggregation on voxel grids (``v (B, C, |A|, D, H, W)``, k^3 kernels; groups O, Oh),
+            same signature and declarations; ``None``: pixel grids only (the dispatcher routes by ``v``'s rank).
+        load_generated_3d: returns its 3-D aggregation with the kernel generator's last linear map fused in,
+            ``fn(v, hidden, weight, bias, index, stride)`` (:func:`e4net.backends.aggregate_generated`); ``None``:
+            the kernels are generated first and :attr:`load_3d` runs.
+        load_generated: returns its 2-D aggregation with the generator's last linear map fused in, same signature as
+            :attr:`load_generated_3d`, for inference only (not differentiable): each kernel ``W2 h + b`` is generated
+            where it is used and the kernel tensor is never stored; ``None``: the kernels are generated first.
     """
 
     name: str
@@ -75,7 +79,13 @@ class Backend:
     requires: tuple[str, ...] = ()
     runs_on: Callable[[str], bool] | None = None
     recover_on: frozenset[str] = frozenset()
-    generate: Callable[[], AggregateFn] | None = None
+    load_3d: Callable[[], AggregateFn] | None = None
+    load_generated: Callable[[], AggregateFn] | None = None
+    load_generated_3d: Callable[[], AggregateFn] | None = None
+
+    def loader(self, spatial_dims: int) -> Callable[[], AggregateFn] | None:
+        """:attr:`load` for pixel grids (2), :attr:`load_3d` for voxel grids (3); ``None`` if not implemented."""
+        return {2: self.load, 3: self.load_3d}.get(spatial_dims)
 
     def __post_init__(self) -> None:
         def frozen(values: Iterable | None) -> frozenset | None:

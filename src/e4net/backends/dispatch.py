@@ -19,17 +19,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 
-from ._geometry import add_kernel_bias, check_aggregation_shapes, check_generator_shapes
+from ._geometry import add_kernel_bias, check_aggregation_shapes
 from .contract import Backend
 
 __all__ = [
-    "FALLBACK", "aggregate", "aggregate_generated", "available_backends", "check_backend", "get_backend", "register_backend",
+    "FALLBACK", "aggregate", "available_backends", "check_backend", "get_backend", "register_backend",
     "resolve_backend", "use_backend",
 ]  # fmt: skip
 
@@ -118,6 +118,7 @@ class _Inputs:
     same_device: bool = True
     same_dtype: bool = True
     needs_grad: bool = False
+    spatial_dims: int = 2  # 3: voxel grids, v (B, C, |A|, D, H, W); only backends with a 3-D function take them
 
     @classmethod
     def of(cls, v: torch.Tensor, others: tuple[torch.Tensor, ...]) -> _Inputs:
@@ -128,12 +129,14 @@ class _Inputs:
             same_device=all(t.device == v.device for t in others),
             same_dtype=all(t.dtype == v.dtype for t in others),
             needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in tensors),
+            spatial_dims=v.dim() - 3,
         )
 
 
 def _runnable(backend: Backend, inputs: _Inputs) -> bool:
     return (
         backend.can_run(inputs.device)
+        and backend.loader(inputs.spatial_dims) is not None
         and (backend.name, inputs.device) not in _state.unusable
         and backend.accepts(
             inputs.device,
@@ -212,9 +215,9 @@ def aggregate(
     """
     check_aggregation_shapes(v, kernel, index, stride, kernel_bias)
     others = (kernel,) if kernel_bias is None else (kernel, kernel_bias)
-    chosen = _choose(backend, _Inputs.of(v, others))
-    fn = chosen.load()
-    _last_run.set(chosen.name)
+    inputs = _Inputs.of(v, others)
+    chosen = _choose(backend, inputs)
+    fn = chosen.loader(inputs.spatial_dims)()  # the fallback implements both ranks
     try:
         if chosen.fuses_bias and kernel_bias is not None:
             return fn(v, kernel, index, stride, kernel_bias)
@@ -225,38 +228,4 @@ def aggregate(
         if v.device.type not in chosen.recover_on or chosen.name == FALLBACK:
             raise
         _mark_unusable(chosen, v.device.type, exc)
-    return aggregate(v, kernel, index, stride, backend, kernel_bias)
-
-
-def aggregate_generated(
-    v: torch.Tensor,
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    index: torch.Tensor,
-    stride: int = 1,
-    backend: str = "auto",
-    kernel_bias: torch.Tensor | None = None,
-    make_kernels: Callable[[], torch.Tensor] | None = None,
-    fuse: bool = True,
-) -> torch.Tensor:
-    """:func:`aggregate` of the kernels ``K = W2 h (+ b)`` (Sec. 4.1) given by the generator's hidden features
-    ``hidden (B, Ch, |A|, H', W')`` and ``weight = W2 (s*k*k, Ch)``.
-
-    When no gradient is wanted (inference) and the chosen backend declares ``generate``, each kernel is generated
-    inside the aggregation, where it is used, and the ``(B, s, k*k, |A|, H', W')`` kernel tensor is never stored.
-    Otherwise (or with ``fuse=False``) the kernels are made first -- by ``make_kernels()`` when given (the layer's own
-    GEMM), else here -- and :func:`aggregate` runs on them, with the same result.
-    """
-    shape = check_generator_shapes(v, hidden, weight, index, stride, kernel_bias)
-    tensors = (hidden, weight) if kernel_bias is None else (hidden, weight, kernel_bias)
-    inputs = _Inputs.of(v, tensors)
-    if fuse and not inputs.needs_grad:
-        chosen = _choose(backend, inputs)
-        if chosen.generate is not None:
-            return chosen.generate()(v, hidden, weight, index, stride, kernel_bias)
-    if make_kernels is not None:
-        kernel = make_kernels()
-    else:
-        b, ch = hidden.shape[:2]
-        kernel = torch.matmul(weight, hidden.reshape(b, ch, -1)).view(shape)
     return aggregate(v, kernel, index, stride, backend, kernel_bias)

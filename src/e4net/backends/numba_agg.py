@@ -370,13 +370,12 @@ def aggregate_numba_generated(
     v: torch.Tensor,
     hidden: torch.Tensor,
     weight: torch.Tensor,
+    bias: torch.Tensor | None,
     index: torch.Tensor,
     stride: int = 1,
-    kernel_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`aggregate_numba` of the kernels ``weight @ hidden (+ kernel_bias)``, generated inside the kernel
-    (inference only: the result is not differentiable)."""
-    s = weight.shape[0] // index.shape[1]
-    if kernel_bias is None:
-        kernel_bias = v.new_zeros(s, index.shape[1])
+    """:func:`aggregate_numba` of the kernels ``weight @ hidden (+ bias)`` (``bias``: ``(s*k*k,)``), generated inside
+    the kernel (inference only: the result is not differentiable)."""
+    s, kk = weight.shape[0] // index.shape[1], index.shape[1]
+    kernel_bias = v.new_zeros(s, kk) if bias is None else bias.reshape(s, kk)
     return numba_aggregate_generated(v, hidden, weight, kernel_bias, index, stride)

@@ -11,6 +11,10 @@ from ..analysis.bench.table import STYLES
 from ..backends import available_backends
 
 _DEFAULT = BenchConfig()
+VOLUME_OPTIONS = (
+    "volume_group", "volume_fields", "volume_kernel_size", "volume_size", "volume_batch_size", "volume_models",
+    "volume_train_batch_size",
+)  # fmt: skip
 
 
 def _csv(text: str) -> list[str]:
@@ -135,6 +139,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--inference-runtimes", type=_csv, default=_joined(_DEFAULT.inference_runtimes),
         help="comma list from eval, exported, onnxruntime (needs the export extra) (default: %(default)s)",
     )  # fmt: skip
+    vol = p.add_argument_group("volumes suite (3-D: O / Oh voxel grids, docs/3d.md)")
+    vol.add_argument(
+        "--volume-group", choices=["O", "Oh"], default=_DEFAULT.volume_group, help="the group (default: %(default)s)"
+    )
+    vol.add_argument(
+        "--volume-fields", type=int, default=_DEFAULT.volume_fields, help="fields C of the layer (default: %(default)s)"
+    )
+    vol.add_argument(
+        "--volume-kernel-size",
+        type=int,
+        default=_DEFAULT.volume_kernel_size,
+        help="odd kernel side k (default: %(default)s)",
+    )
+    vol.add_argument(
+        "--volume-size", type=int, default=_DEFAULT.volume_size, help="side S of the S^3 input (default: %(default)s)"
+    )
+    vol.add_argument(
+        "--volume-batch-size",
+        type=int,
+        default=_DEFAULT.volume_batch_size,
+        help="layer batch size (default: %(default)s)",
+    )
+    vol.add_argument(
+        "--volume-models", type=_csv, default=_joined(_DEFAULT.volume_models),
+        help="comma list of 3-D models whose train steps are timed; the last is the baseline (default: %(default)s)",
+    )  # fmt: skip
+    vol.add_argument(
+        "--volume-train-batch-size",
+        type=int,
+        default=_DEFAULT.volume_train_batch_size,
+        help="train-step batch size (default: %(default)s)",
+    )
     out = p.add_argument_group("output")
     out.add_argument(
         "--format", choices=STYLES, default="markdown",
@@ -184,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         inference_models=args.inference_models,
         inference_batch_sizes=args.inference_batch_sizes,
         inference_runtimes=args.inference_runtimes,
+        **{f: getattr(args, f) for f in VOLUME_OPTIONS},
     )
     result = run_benchmarks(config, progress=not args.no_progress)
     print(render(result, args.format))

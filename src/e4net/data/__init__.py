@@ -1,4 +1,5 @@
-"""Data sets of the paper, held in memory as tensors: ``digits`` (embedded), ``mnist-rot``, ``cifar10``, ``cifar100``.
+"""Data sets of the paper, held in memory as tensors: ``digits`` (embedded), ``mnist-rot``, ``cifar10``, ``cifar100``;
+and ``digits3d`` (embedded, voxel volumes ``(N, 1, 16, 16, 16)`` for the groups O / Oh: :mod:`.digits3d`).
 
 :func:`load_dataset` returns a :class:`DataSet` (train / optional validation / test splits as tensors, the number
 of classes, the normalisation); :class:`~e4net.data.loader.BatchLoader` indexes random batches out of it.
@@ -16,14 +17,14 @@ from ._files import DataError
 from .loader import BatchLoader
 from .transforms import channel_stats
 
-DATASETS: tuple[str, ...] = ("digits", "mnist-rot", "cifar10", "cifar100")
-NUM_CLASSES = {"digits": 10, "mnist-rot": 10, "cifar10": 10, "cifar100": 100}
+DATASETS: tuple[str, ...] = ("digits", "mnist-rot", "cifar10", "cifar100", "digits3d")
+NUM_CLASSES = {"digits": 10, "mnist-rot": 10, "cifar10": 10, "cifar100": 100, "digits3d": 10}
 VAL_SEED = 7  # the held-out validation images (--val-size) do not depend on the run's seed
 
 
 @dataclass
 class Split:
-    """Images ``x (N, C, H, W)`` (uint8 or float32) and labels ``y (N,)`` int64."""
+    """Images ``x (N, C, H, W)`` or volumes ``x (N, C, D, H, W)`` (uint8 or float32) and labels ``y (N,)`` int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -51,7 +52,7 @@ class DataSet:
     source: str
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,11 @@ def load_dataset(
 
         arrays = digits.load()
         source = str(digits.csv_path())
+    elif name == "digits3d":
+        from . import digits3d
+
+        arrays = digits3d.load()
+        source = f"{digits3d.__name__} (from {digits3d.digits.csv_path()})"
     else:
         if root is None:
             raise DataError(f"--data-root is needed for {name} (a folder holding its files, or where to download them)")

@@ -51,7 +51,8 @@ def load(path: Path | None = None) -> dict[str, np.ndarray]:
 _MEMO: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
 
-def _build(path: Path) -> dict[str, np.ndarray]:
+def parse(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The upright digits of the CSV: ``x (N, 1, 28, 28) float32`` in [0, 1] and labels ``y (N,) int64``."""
     try:
         with gzip.open(path, "rb") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)
@@ -59,8 +60,11 @@ def _build(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is corrupt: cannot parse it as 785 comma-separated columns ({exc})") from None
     if table.ndim != 2 or table.shape[1] != 785:
         raise DataError(f"{path} is corrupt: expected rows of 785 values, got shape {table.shape}")
-    x = table[:, :784].reshape(-1, 1, 28, 28) / 255.0
-    y = table[:, 784].astype(np.int64)
+    return table[:, :784].reshape(-1, 1, 28, 28) / 255.0, table[:, 784].astype(np.int64)
+
+
+def _build(path: Path) -> dict[str, np.ndarray]:
+    x, y = parse(path)
     rng = np.random.default_rng(DATA_SEED)
     angles = rng.uniform(0.0, 360.0, size=len(x))
     x = rotate(torch.from_numpy(x), torch.from_numpy(angles)).clamp_(0.0, 1.0).numpy()

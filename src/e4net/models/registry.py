@@ -22,12 +22,13 @@ from .pretrained import check_pretrained_request, load_pretrained
 
 __all__ = ["INPUT_SHAPES", "ModelSpec", "register_model", "list_models", "model_spec", "create_model"]
 
-#: Input shape ``(channels, height, width)`` of one example of each data set.
-INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+#: Input shape ``(channels, height, width)`` (``(channels, depth, height, width)`` for volumes) of each data set.
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist-rot": (1, 28, 28),
     "digits": (1, 28, 28),
     "cifar10": (3, 32, 32),
     "cifar100": (3, 32, 32),
+    "digits3d": (1, 16, 16, 16),
 }
 
 
@@ -43,8 +44,9 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of one input of the model's data set."""
+    def input_shape(self) -> tuple[int, ...]:
+        """``(channels, height, width)`` (or ``(channels, depth, height, width)``) of one input of the model's data
+        set."""
         return INPUT_SHAPES[self.dataset]
 
 

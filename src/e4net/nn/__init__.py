@@ -1,4 +1,5 @@
-"""Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` (conventions: :mod:`e4net.groups`)."""
+"""Equivariant layers for p4 / p4m feature maps ``(B, C, |A|, H, W)`` and O / Oh feature maps ``(B, C, |A|, D, H, W)``
+(conventions: :mod:`e4net.groups`; the group decides the number of spatial dims)."""
 
 from .aggregation import GroupAggregation
 from .attentive_conv import AttentiveGroupConv, AttentiveLiftingConv
@@ -7,7 +8,16 @@ from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv
 from .linear import SlotwiseLinear
 from .norm import GroupBatchNorm, GroupInstanceNorm
-from .pooling import GlobalAvgPool, GlobalMaxPool, GroupAvgPool, GroupMaxPool, SpatialAvgPool2d, SpatialMaxPool2d
+from .pooling import (
+    GlobalAvgPool,
+    GlobalMaxPool,
+    GroupAvgPool,
+    GroupMaxPool,
+    SpatialAvgPool2d,
+    SpatialAvgPool3d,
+    SpatialMaxPool2d,
+    SpatialMaxPool3d,
+)
 from .self_attention import GroupSelfAttention, LiftingSelfAttention
 
 __all__ = [
@@ -23,6 +33,8 @@ __all__ = [
     "GroupAvgPool",
     "SpatialMaxPool2d",
     "SpatialAvgPool2d",
+    "SpatialMaxPool3d",
+    "SpatialAvgPool3d",
     "GlobalMaxPool",
     "GlobalAvgPool",
     "GroupAggregation",

@@ -29,12 +29,17 @@ def check_padding(padding: str, kernel_size: int, layer: str) -> tuple[str, int]
     return padding, check_positive(kernel_size, "kernel_size", layer)
 
 
-def check_fits(x: torch.Tensor, kernel_size: int, layer: str) -> None:
-    """An unpadded (``"valid"``) layer needs a map at least as large as its kernel."""
-    if x.shape[-2] < kernel_size or x.shape[-1] < kernel_size:
+def _grid(x: torch.Tensor, spatial_dims: int) -> tuple[int, ...]:
+    return tuple(x.shape[-spatial_dims:])
+
+
+def check_fits(x: torch.Tensor, kernel_size: int, layer: str, spatial_dims: int = 2) -> None:
+    """An unpadded (``"valid"``) layer needs a map at least as large as its kernel (on the last ``spatial_dims``)."""
+    grid = _grid(x, spatial_dims)
+    if any(n < kernel_size for n in grid):
         raise ValueError(
-            f"{layer}: a {x.shape[-2]}x{x.shape[-1]} map is smaller than the {kernel_size}x{kernel_size} kernel of a "
-            f"'valid' (unpadded) convolution"
+            f"{layer}: a {'x'.join(map(str, grid))} map is smaller than the {'x'.join([str(kernel_size)] * spatial_dims)}"
+            f" kernel of a 'valid' (unpadded) convolution"
         )
 
 
@@ -50,10 +55,12 @@ def check_positive(value: int, what: str, layer: str) -> int:
     return value
 
 
-def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+def check_image(x: torch.Tensor, channels: int, layer: str, spatial_dims: int = 2) -> None:
+    """An image batch ``(B, C, H, W)`` (``spatial_dims=2``) or a voxel batch ``(B, C, D, H, W)`` (3)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 + spatial_dims:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{layer}: expected an image batch (B, C, H, W) of rank 4, got {shape}")
+        what = "an image batch (B, C, H, W)" if spatial_dims == 2 else "a voxel batch (B, C, D, H, W)"
+        raise ValueError(f"{layer}: expected {what} of rank {2 + spatial_dims}, got {shape}")
     if x.shape[1] != channels:
         raise ValueError(
             f"{layer}: expected {channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
@@ -61,11 +68,11 @@ def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
 
 
 def check_feature_map(x: torch.Tensor, channels: int | None, group: Group, layer: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 5:
+    rank = 3 + group.spatial_dims
+    if not isinstance(x, torch.Tensor) or x.dim() != rank:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(
-            f"{layer}: expected a group feature map (B, C, |G|, H, W) of rank 5 for {group.name}, got {shape}"
-        )
+        layout = "(B, C, |G|, H, W)" if group.spatial_dims == 2 else "(B, C, |G|, D, H, W)"
+        raise ValueError(f"{layer}: expected a group feature map {layout} of rank {rank} for {group.name}, got {shape}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{layer}: expected {channels} fields, got {x.shape[1]} (input shape {tuple(x.shape)})")
     if x.shape[2] != group.order:
@@ -75,24 +82,32 @@ def check_feature_map(x: torch.Tensor, channels: int | None, group: Group, layer
         )
 
 
-def check_exact_stride(x: torch.Tensor, stride: int, layer: str, crop: int = 0) -> None:
+def check_exact_stride(x: torch.Tensor, stride: int, layer: str, crop: int = 0, spatial_dims: int = 2) -> None:
     """A stride-s sampling grid {0, s, 2s, ...} is symmetric under the point group only on odd-sized maps.
 
     ``crop``: how much smaller than the input the grid of kernel centres is (``k - 1`` without padding, else 0).
+    ``spatial_dims``: 2 (the last two dims, pixel grids) or 3 (voxel grids, every side must be odd).
     """
-    h, w = x.shape[-2] - crop, x.shape[-1] - crop
-    if stride > 1 and (h % 2 == 0 or w % 2 == 0):
-        where = f"{x.shape[-2]}x{x.shape[-1]} map" + (f" ({h}x{w} kernel centres without padding)" if crop else "")
+    grid = _grid(x, spatial_dims)
+    centres = tuple(n - crop for n in grid)
+    if stride > 1 and any(n % 2 == 0 for n in centres):
+        size = "x".join(map(str, grid))
+        where = f"{size} map" + (f" ({'x'.join(map(str, centres))} kernel centres without padding)" if crop else "")
+        if spatial_dims == 2:
+            why = "symmetric under 90-degree rotations only when height and width are odd"
+            pools = "SpatialMaxPool2d / SpatialAvgPool2d"
+        else:
+            why = "symmetric under the cube's rotations only when depth, height and width are odd"
+            pools = "SpatialMaxPool3d / SpatialAvgPool3d"
         raise ValueError(
             f"{layer}: stride {stride} on a {where} is not exactly equivariant: the sampling "
-            f"grid of a strided layer is symmetric under 90-degree rotations only when height and width are odd. "
-            f"Use stride 1 followed by SpatialMaxPool2d / SpatialAvgPool2d, or feed an odd-sized map."
+            f"grid of a strided layer is {why}. Use stride 1 followed by {pools}, or feed an odd-sized map."
         )
 
 
 def check_input(x: torch.Tensor, channels: int, group: Group, lifting: bool, layer: str) -> None:
     """An image batch for a lifting layer (input on the plane), else a group feature map of ``group``."""
     if lifting:
-        check_image(x, channels, layer)
+        check_image(x, channels, layer, group.spatial_dims)
     else:
         check_feature_map(x, channels, group, layer)

@@ -3,7 +3,8 @@
 Both are instances of :class:`~e4net.nn.aggregation.GroupAggregation` (Eq. 9 with ``H~`` a shared linear kernel):
 the filter for output slot ``a`` is the learnable kernel transformed by ``a``, i.e. gathered with the group's
 relative-position table (:meth:`e4net.groups.Group.relative_position_index`, the buffer ``relative_position_index``);
-then a single ``conv2d`` runs: one large matrix product.
+then a single ``conv2d`` runs: one large matrix product. For a group on voxel grids (O, Oh: ``spatial_dims = 3``)
+the kernels are k x k x k and the call is ``conv3d``; the group decides which.
 
 Padding. ``padding="same"`` (zero padding ``k // 2``) keeps the map size; the output grid is the input grid, and
 the kernel needs a centre pixel (odd k) for its rotation about that pixel to be exact. ``padding="valid"`` (no
@@ -103,15 +104,27 @@ class _GroupConvBase(GroupAggregation):
         return self.kernel_size // 2 if self.padding == "same" else 0
 
     def _check_grid(self, x: torch.Tensor) -> None:
-        name = type(self).__name__
+        name, d = type(self).__name__, self.group.spatial_dims
         if self.padding == "valid":
-            check_fits(x, self.kernel_size, name)
-        check_exact_stride(x, self.stride, name, crop=self.kernel_size - 1 if self.padding == "valid" else 0)
+            check_fits(x, self.kernel_size, name, d)
+        check_exact_stride(
+            x, self.stride, name, crop=self.kernel_size - 1 if self.padding == "valid" else 0, spatial_dims=d
+        )
+
+    def _kernel_shape(self) -> tuple[int, ...]:
+        """``(k, k)`` on pixel grids, ``(k, k, k)`` on voxel grids."""
+        return (self.kernel_size,) * self.group.spatial_dims
+
+    def _conv(self, x: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        """``conv2d`` or ``conv3d``, by the group's number of spatial dims."""
+        conv = F.conv3d if self.group.spatial_dims == 3 else F.conv2d
+        return conv(x, bank, None, self.stride, self._pad())
 
     def _finish(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        y = y.view(batch, self.out_channels, self.group.order, y.shape[-2], y.shape[-1])
+        d = self.group.spatial_dims
+        y = y.view(batch, self.out_channels, self.group.order, *y.shape[-d:])
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
+            y = y + self.bias.view(1, -1, *([1] * (d + 1)))
         return y
 
     def extra_repr(self) -> str:
@@ -127,6 +140,7 @@ class LiftingConv(_GroupConvBase):
     """Lift images ``(B, Cin, H, W)`` to group feature maps ``(B, Cout, |A|, H', W')`` (Eq. 5 on the plane).
 
     ``f'(x, a) = sum_y psi(a^-1 (y - x)) f(y)``: output slot ``a`` correlates with the kernel transformed by ``a``.
+    On voxel grids (O, Oh): ``(B, Cin, D, H, W) -> (B, Cout, |A|, D', H', W')`` with k^3 kernels (k^2 -> k^3 below).
     ``padding="same"``: zero padding ``k // 2``, odd k, ``H' = H`` (at stride 1); ``padding="valid"``: no padding,
     any k, ``H' = H - k + 1``. Params ``Cout Cin k^2``; MACs ``Cout |A| Cin k^2 H' W'``.
     An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with input on the plane (``lifting``, ``N(e) = Omega``).
@@ -145,26 +159,26 @@ class LiftingConv(_GroupConvBase):
         padding: str = "same",
     ):
         super().__init__(in_channels, out_channels, kernel_size, group, stride, bias, padding)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self._kernel_shape()))
         self.reset_parameters()
 
     def _fan_in(self) -> int:
-        return self.in_channels * self.kernel_size**2
+        return self.in_channels * self.kernel_size**self.group.spatial_dims
 
     def filter_bank(self) -> torch.Tensor:
-        """The ``(Cout |A|, Cin, k, k)`` filters of one ``conv2d``."""
-        k = self.kernel_size
-        bank = gather_relative(self.weight.flatten(-2), self.relative_position_index)  # (Cout, Cin, |A|, k*k)
-        return bank.transpose(1, 2).reshape(-1, self.in_channels, k, k)
+        """The ``(Cout |A|, Cin, k, k)`` filters of one ``conv2d`` (``(..., k, k, k)`` of one ``conv3d``)."""
+        d = self.group.spatial_dims
+        bank = gather_relative(self.weight.flatten(-d), self.relative_position_index)  # (Cout, Cin, |A|, k^d)
+        return bank.transpose(1, 2).reshape(-1, self.in_channels, *self._kernel_shape())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, self.in_channels, type(self).__name__)
+        check_image(x, self.in_channels, type(self).__name__, self.group.spatial_dims)
         self._check_grid(x)
-        y = F.conv2d(x, self._forward_bank(), None, self.stride, self._pad())
+        y = self._conv(x, self._forward_bank())
         return self._finish(y, x.shape[0])
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        return output[0].numel() * self.in_channels * self.kernel_size**2
+        return output[0].numel() * self.in_channels * self.kernel_size**self.group.spatial_dims
 
 
 class GroupConv(_GroupConvBase):
@@ -173,7 +187,8 @@ class GroupConv(_GroupConvBase):
     ``f'(x, a) = sum_{y, b} W(a^-1 (y - x), a^-1 b) f(y, b)``: ``weight[o, i, b]`` is the k x k kernel at relative
     group position ``b = g^-1 g~`` (Theorem 1); the filter for output slot ``a`` is ``T_a W`` (regular action).
     ``padding`` as :class:`LiftingConv` (``"valid"``: the unpadded layers of P4CNN, even k allowed).
-    Params ``Cout Cin |A| k^2``; MACs ``Cout |A| Cin |A| k^2 H' W'`` (``c^2 k^2 |A|^2 h w``, Sec. 4.2).
+    Params ``Cout Cin |A| k^2``; MACs ``Cout |A| Cin |A| k^2 H' W'`` (``c^2 k^2 |A|^2 h w``, Sec. 4.2); on voxel grids
+    (O, Oh) Eq. 5 in 3-D: k^3 kernels, ``conv3d``, MACs ``c^2 k^3 |A|^2 d h w``.
     An instance of :class:`~e4net.nn.aggregation.GroupAggregation` with ``N(e) = Omega x A``.
     """
 
@@ -191,27 +206,28 @@ class GroupConv(_GroupConvBase):
     ):
         super().__init__(in_channels, out_channels, kernel_size, group, stride, bias, padding)
         n = self.group.order
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, *self._kernel_shape()))
         self.reset_parameters()
 
     def _fan_in(self) -> int:
-        return self.in_channels * self.group.order * self.kernel_size**2
+        return self.in_channels * self.group.order * self.kernel_size**self.group.spatial_dims
 
     def filter_bank(self) -> torch.Tensor:
-        """The ``(Cout |A|, Cin |A|, k, k)`` filters of one ``conv2d``."""
-        k, n = self.kernel_size, self.group.order
-        bank = gather_relative(self.weight.flatten(-3), self.relative_position_index)  # (Cout, Cin, |A|, |A| k k)
-        return bank.transpose(1, 2).reshape(self.out_channels * n, self.in_channels * n, k, k)
+        """The ``(Cout |A|, Cin |A|, k, k)`` filters of one ``conv2d`` (``(..., k, k, k)`` of one ``conv3d``)."""
+        n, d = self.group.order, self.group.spatial_dims
+        bank = gather_relative(self.weight.flatten(-d - 1), self.relative_position_index)  # (Cout, Cin, |A|, |A| k^d)
+        return bank.transpose(1, 2).reshape(self.out_channels * n, self.in_channels * n, *self._kernel_shape())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map(x, self.in_channels, self.group, type(self).__name__)
         self._check_grid(x)
-        b, c, n, h, w = x.shape
+        b, c, n = x.shape[:3]
+        grid = x.shape[3:]
         if self.kernel_size == 1 and self.stride == 1:  # 1x1 (E4 generator / encoder): one batched GEMM, no conv2d
             weight = self._forward_bank().view(self.out_channels * n, c * n)
-            return self._finish(shared_weight_bmm(weight, x.reshape(b, c * n, h * w)).view(b, -1, h, w), b)
-        y = F.conv2d(x.reshape(b, c * n, h, w), self._forward_bank(), None, self.stride, self._pad())
+            return self._finish(shared_weight_bmm(weight, x.reshape(b, c * n, -1)).view(b, -1, *grid), b)
+        y = self._conv(x.reshape(b, c * n, *grid), self._forward_bank())
         return self._finish(y, b)
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        return output[0].numel() * self.in_channels * self.group.order * self.kernel_size**2
+        return output[0].numel() * self.in_channels * self.group.order * self.kernel_size**self.group.spatial_dims

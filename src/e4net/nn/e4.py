@@ -56,7 +56,8 @@ GENERATOR_NORMS = ("instance", "batch")
 
 
 class E4Conv(GroupAggregation):
-    """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``.
+    """The E4 layer of Eq. 12 on p4 / p4m feature maps ``(B, C_in, |A|, H, W) -> (B, C_out, |A|, H', W')``,
+    and on O / Oh feature maps ``(B, C_in, |A|, D, H, W)`` with k x k x k generated kernels (``|Omega| = k^3``).
 
     Args:
         in_channels, out_channels: numbers of fields.
@@ -110,7 +111,7 @@ class E4Conv(GroupAggregation):
         self.generator_norm = generator_norm
         self.backend = check_backend(backend)
         self.hidden_channels = max(1, in_channels // reduction)
-        k2 = kernel_size * kernel_size
+        k2 = kernel_size**self.group.spatial_dims  # |Omega|: k^2 on pixel grids, k^3 on voxel grids
 
         def linear(cin: int, cout: int, mix: bool) -> nn.Module:
             return GroupConv(cin, cout, 1, self.group) if mix else SlotwiseLinear(cin, cout)
@@ -150,45 +151,55 @@ class E4Conv(GroupAggregation):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``h = ReLU(Norm(W1 x))`` on the output grid: the kernel generator's features before ``W2`` (Sec. 4.1)."""
-        if self.stride > 1:
-            x = x[..., :: self.stride, :: self.stride]
-        return F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
-
     def generate_kernels(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
-        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot).
+        """K~ at every output position: ``(B, s, k*k, |A|, H', W')``, untransformed (frame of each slot);
+        ``(B, s, k^3, |A|, D', H', W')`` on voxel grids.
 
         ``add_bias=False`` omits W2's bias (:meth:`forward` hands it to the aggregation, which fuses it).
         """
-        return self._span(self.hidden_features(x), add_bias)
+        return self._span(self.generator_hidden(x), add_bias)
 
     def _span(self, hidden: torch.Tensor, add_bias: bool) -> torch.Tensor:
         t = self.span(hidden, add_bias=add_bias)
-        b, _, n, h, w = t.shape
-        return t.view(b, self.slices, self.kernel_size**2, n, h, w)
+        b, _, n = t.shape[:3]
+        return t.view(b, self.slices, self.kernel_size**self.group.spatial_dims, n, *t.shape[3:])
+
+    def generator_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``h = ReLU(Norm(W1 x))`` on the output grid: the input of the generator's last map ``W2`` (``span``),
+        Sec. 4.1."""
+        d = self.group.spatial_dims
+        if self.stride > 1:
+            x = x[(..., *([slice(None, None, self.stride)] * d))]
+        return F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
         check_feature_map(x, self.in_channels, self.group, name)
-        check_exact_stride(x, self.stride, name)
+        check_exact_stride(x, self.stride, name, spatial_dims=self.group.spatial_dims)
         v = self.value(x)
-        hidden = self.hidden_features(x)
-        kernel_bias = self.span.bias.view(self.slices, -1) if self.span.bias is not None else None
-        # In inference the fused backends generate each kernel W2 h + b where it is used (no kernel tensor), unless
-        # something observes W2's module (a forward hook, e.g. e4net.count's): then it runs as a module.
+        hidden = self.generator_hidden(x)
+        # W2 is handed to the aggregation: a backend may generate each kernel W2 h + b where it is used (numba: on
+        # voxel grids always, k^3 kernels are big; on pixel grids in inference). On pixel grids a stored kernel
+        # tensor comes from the span module, which therefore runs as a module -- and stays unfused -- when hooks
+        # observe it (e.g. e4net.count's).
         y = aggregate_generated(
-            v, hidden, self.span.weight, self.relative_position_index, self.stride, self.backend,
-            kernel_bias=kernel_bias, make_kernels=lambda: self._span(hidden, add_bias=False),
-            fuse=not _observed(self.span),
+            v, hidden, self.span.weight, self.span.bias, self.relative_position_index, self.stride, self.backend,
+            make_kernels=(lambda: self._span(hidden, add_bias=False)) if self.group.spatial_dims == 2 else None,
+            fuse=self.group.spatial_dims == 3 or not _observed(self.span),
         )  # fmt: skip
         if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
+            y = y + self.bias.view(1, -1, *([1] * (self.group.spatial_dims + 1)))
         return y
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
-        """The aggregation only (``k^2 C_out |A| H' W'``); V, W1, W2 are counted by their own modules."""
-        return output[0].numel() * self.kernel_size**2
+        """The aggregation (``k^2 C_out |A| H' W'``, ``k^3 ... D' H' W'`` on voxel grids); V, W1, W2 are counted by
+        their own modules, except on voxel grids, where W2 (``span``) runs inside the aggregation
+        (:func:`e4net.backends.aggregate_generated`) and its ``C_h s k^3 |A| D' H' W'`` are counted here."""
+        kd = self.kernel_size**self.group.spatial_dims
+        macs = output[0].numel() * kd
+        if self.group.spatial_dims == 3:
+            macs += output[0].numel() // self.out_channels * self.hidden_channels * self.slices * kd
+        return macs
 
     def extra_repr(self) -> str:
         s = (

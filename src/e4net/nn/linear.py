@@ -40,14 +40,17 @@ class SlotwiseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, add_bias: bool = True) -> torch.Tensor:
         """``add_bias=False`` leaves the bias to the caller (E4Conv fuses it into the aggregation)."""
-        if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W), got {tuple(x.shape)}")
-        b, c, n, h, w = x.shape
+        if x.dim() not in (5, 6) or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"SlotwiseLinear: expected (B, {self.in_channels}, |G|, H, W) or (B, {self.in_channels}, |G|, D, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        b, c = x.shape[:2]
         # One batched GEMM on the (B, C, |A| H W) layout: no transposed copies (unlike matmul / a 1x1 conv2d).
-        y = shared_weight_bmm(self.weight, x.reshape(b, c, n * h * w))
+        y = shared_weight_bmm(self.weight, x.reshape(b, c, -1))
         if self.bias is not None and add_bias:
             y = y.add_(self.bias.view(1, -1, 1))  # in place: the GEMM's backward does not need its output
-        return y.view(b, self.out_channels, n, h, w)
+        return y.view(b, self.out_channels, *x.shape[2:])
 
     def count_macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
         return output[0].numel() * self.in_channels

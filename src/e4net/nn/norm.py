@@ -18,7 +18,8 @@ class GroupBatchNorm(nn.BatchNorm3d):
     """Batch norm of ``(B, C, |A|, H, W)`` feature maps with one mean/var/weight/bias per field ``C``.
 
     The statistics are taken over batch, group axis and space, exactly ``nn.BatchNorm3d`` on this layout;
-    the module adds the group and the input checks.
+    the module adds the group and the input checks. On voxel grids (O, Oh) the input is ``(B, C, |A|, D, H, W)``
+    (``F.batch_norm`` takes any rank; the check follows the group).
     """
 
     def __init__(

@@ -1,4 +1,9 @@
-"""Pooling over the group axis (invariance) and exact spatial down-sampling of group feature maps."""
+"""Pooling over the group axis (invariance) and exact spatial down-sampling of group feature maps.
+
+Pixel grids: ``SpatialMaxPool2d`` / ``SpatialAvgPool2d`` on ``(B, C, H, W)`` or ``(B, C, |G|, H, W)``. Voxel grids (O,
+Oh): ``SpatialMaxPool3d`` / ``SpatialAvgPool3d`` on ``(B, C, D, H, W)`` or ``(B, C, |G|, D, H, W)``. A rank-5 tensor is
+either, so the spatial rank is in the class name, not guessed; the group-axis pools take both layouts.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,17 @@ from ._checks import check_positive
 
 
 def _check_rank5(x: torch.Tensor, layer: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 5:
+    if not isinstance(x, torch.Tensor) or x.dim() not in (5, 6):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{layer}: expected a group feature map (B, C, |G|, H, W) of rank 5, got {shape}")
+        raise ValueError(
+            f"{layer}: expected a group feature map (B, C, |G|, H, W) of rank 5 or (B, C, |G|, D, H, W) of rank 6, "
+            f"got {shape}"
+        )
 
 
 class GroupMaxPool(nn.Module):
-    """Max over the group axis: ``(B, C, |A|, H, W) -> (B, C, H, W)``, invariant in the group axis [5]."""
+    """Max over the group axis: ``(B, C, |A|, H, W) -> (B, C, H, W)``, invariant in the group axis [5] (and
+    ``(B, C, |A|, D, H, W) -> (B, C, D, H, W)`` on voxel grids)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_rank5(x, type(self).__name__)
@@ -32,20 +41,24 @@ class GroupAvgPool(nn.Module):
 
 
 class _SpatialPool(nn.Module):
+    spatial_dims = 2
+
     def __init__(self, kernel_size: int = 2):
         super().__init__()
         self.kernel_size = check_positive(kernel_size, "kernel_size", type(self).__name__)
 
     def _check(self, x: torch.Tensor) -> None:
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
+        name, d = type(self).__name__, self.spatial_dims
+        if not isinstance(x, torch.Tensor) or x.dim() not in (d + 2, d + 3):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name}: expected (B, C, H, W) or (B, C, |G|, H, W), got {shape}")
+            grid = "H, W" if d == 2 else "D, H, W"
+            raise ValueError(f"{name}: expected (B, C, {grid}) or (B, C, |G|, {grid}), got {shape}")
         k = self.kernel_size
-        if x.shape[-2] % k or x.shape[-1] % k:
+        if any(n % k for n in x.shape[-d:]):
             raise ValueError(
-                f"{name}: a {x.shape[-2]}x{x.shape[-1]} map is not divisible into {k}x{k} windows; the windows "
-                f"would not map onto each other under rotation, so pooling would not be exactly equivariant"
+                f"{name}: a {'x'.join(map(str, x.shape[-d:]))} map is not divisible into {'x'.join([str(k)] * d)} "
+                f"windows; the windows would not map onto each other under rotation, so pooling would not be exactly "
+                f"equivariant"
             )
 
     def extra_repr(self) -> str:
@@ -53,11 +66,12 @@ class _SpatialPool(nn.Module):
 
     def _pool(self, x: torch.Tensor, fn) -> torch.Tensor:
         self._check(x)
-        if x.dim() == 4:
+        d = self.spatial_dims
+        if x.dim() == d + 2:
             return fn(x, self.kernel_size)
-        b, c, n, h, w = x.shape
-        y = fn(x.reshape(b, c * n, h, w), self.kernel_size)
-        return y.view(b, c, n, y.shape[-2], y.shape[-1])
+        b, c, n = x.shape[:3]
+        y = fn(x.reshape(b, c * n, *x.shape[3:]), self.kernel_size)
+        return y.view(b, c, n, *y.shape[-d:])
 
 
 class SpatialMaxPool2d(_SpatialPool):
@@ -74,26 +88,54 @@ class SpatialAvgPool2d(_SpatialPool):
         return self._pool(x, F.avg_pool2d)
 
 
-class GlobalMaxPool(nn.Module):
-    """Max over space (and the group axis if ``group_pool``): returns ``(B, C)``."""
+class SpatialMaxPool3d(_SpatialPool):
+    """k x k x k max pooling with stride k on each group slot of a voxel map; exact when D, H, W are divisible by k."""
 
-    def __init__(self, group_pool: bool = True):
-        super().__init__()
-        self.group_pool = group_pool
+    spatial_dims = 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).amax(-1) if self.group_pool or x.dim() == 4 else x.amax((-2, -1))
+        return self._pool(x, F.max_pool3d)
+
+
+class SpatialAvgPool3d(_SpatialPool):
+    """k x k x k average pooling with stride k on each group slot of a voxel map; exact when D, H, W are divisible
+    by k."""
+
+    spatial_dims = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pool(x, F.avg_pool3d)
+
+
+class GlobalMaxPool(nn.Module):
+    """Max over space (and the group axis if ``group_pool``): returns ``(B, C)`` (``(B, C, |A|)`` without
+    ``group_pool``); ``spatial_dims=3`` for voxel grids."""
+
+    def __init__(self, group_pool: bool = True, spatial_dims: int = 2):
+        super().__init__()
+        self.group_pool = group_pool
+        self.spatial_dims = spatial_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.spatial_dims
+        return x.flatten(2).amax(-1) if self.group_pool or x.dim() == d + 2 else x.amax(tuple(range(-d, 0)))
 
 
 class GlobalAvgPool(nn.Module):
-    """Mean over space (and the group axis if ``group_pool``): returns ``(B, C)``."""
+    """Mean over space (and the group axis if ``group_pool``): returns ``(B, C)`` (``(B, C, |A|)`` without
+    ``group_pool``); ``spatial_dims=3`` for voxel grids."""
 
-    def __init__(self, group_pool: bool = True):
+    def __init__(self, group_pool: bool = True, spatial_dims: int = 2):
         super().__init__()
         self.group_pool = group_pool
+        self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).mean(-1) if self.group_pool or x.dim() == 4 else x.mean((-2, -1))
+        d = self.spatial_dims
+        return x.flatten(2).mean(-1) if self.group_pool or x.dim() == d + 2 else x.mean(tuple(range(-d, 0)))
 
 
-__all__ = ["GroupMaxPool", "GroupAvgPool", "SpatialMaxPool2d", "SpatialAvgPool2d", "GlobalMaxPool", "GlobalAvgPool"]
+__all__ = [
+    "GroupMaxPool", "GroupAvgPool", "SpatialMaxPool2d", "SpatialAvgPool2d", "SpatialMaxPool3d", "SpatialAvgPool3d",
+    "GlobalMaxPool", "GlobalAvgPool",
+]  # fmt: skip

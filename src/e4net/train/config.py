@@ -17,7 +17,9 @@ from ..errors import E4NetError
 from .checkpoint import CheckpointError
 from .recipes import Recipe, recipe_for
 
-DEFAULT_MODEL = {"digits": "e4net", "mnist-rot": "e4net", "cifar10": "p4-e4r18", "cifar100": "p4-e4r18"}
+DEFAULT_MODEL = {
+    "digits": "e4net", "mnist-rot": "e4net", "cifar10": "p4-e4r18", "cifar100": "p4-e4r18", "digits3d": "e4net3d",
+}  # fmt: skip
 
 # Settings that define the run (and must match on --resume); the others may change between sessions.
 RUN_FIELDS = (

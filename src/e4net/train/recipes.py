@@ -8,6 +8,10 @@
   The rot-MNIST schedule rescaled to 10 epochs (decays at 3, 6, 8) leaves too few steps at the full lr: measured,
   E4-Net ends at 19.8% test error with it and at 8.8% with this one.
 
+* digits3d (the embedded voxel digits, same 4,000 training examples): Adam, lr 0.005, weight decay 1e-4, batch 32,
+  10 epochs, lr / 10 at epochs 6, 8, 9. Measured on e4net3d (600 training volumes, 3 epochs): lr 0.02 stays at
+  chance (91% test error), lr 0.005 reaches 63%; batch 32 gives 4x the updates of batch 128 for the same compute.
+
 ``--epochs N`` rescales the milestones proportionally (``m * N / 200``, in epochs, possibly fractional), and the
 learning rate is stepped per iteration at ``round(m * steps_per_epoch)``, so a short run keeps the recipe's shape.
 """
@@ -43,10 +47,12 @@ class Recipe:
 MNIST_ROT = Recipe("adam", 0.02, 1e-4, 0.0, False, 128, 200, (60.0, 120.0, 160.0), 0.1)
 CIFAR = Recipe("sgd", 0.1, 5e-4, 0.9, True, 128, 200, (60.0, 120.0, 160.0), 0.2)
 DIGITS = Recipe("adam", 0.02, 1e-4, 0.0, False, 128, 10, (6.0, 8.0, 9.0), 0.1)
+DIGITS3D = Recipe("adam", 0.005, 1e-4, 0.0, False, 32, 10, (6.0, 8.0, 9.0), 0.1)
 
 RECIPES: dict[str, Recipe] = {
     "mnist-rot": MNIST_ROT,
     "digits": DIGITS,
+    "digits3d": DIGITS3D,
     "cifar10": CIFAR,
     "cifar100": CIFAR,
 }

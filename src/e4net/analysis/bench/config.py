@@ -43,6 +43,14 @@ class BenchConfig:
     inference_models: tuple[str, ...] = ("e4net", "p4cnn")
     inference_batch_sizes: tuple[int, ...] = (1, 128)
     inference_runtimes: tuple[str, ...] = ("eval", "exported", "onnxruntime")
+    # volumes suite: the 3-D E4 layer vs GroupConv (O, C fields, k, S^3, batch), e4net3d vs gcnn3d train steps
+    volume_group: str = "O"
+    volume_fields: int = 8
+    volume_kernel_size: int = 3
+    volume_size: int = 16
+    volume_batch_size: int = 4
+    volume_models: tuple[str, ...] = ("e4net3d", "gcnn3d")  # the last one is the baseline
+    volume_train_batch_size: int = 32
 
     def __post_init__(self) -> None:
         lists = (
@@ -54,7 +62,7 @@ class BenchConfig:
             "instance_kernel_sizes",
             "model_pairs",
         )
-        for name in lists + ("inference_models", "inference_runtimes", "inference_batch_sizes"):
+        for name in lists + ("inference_models", "inference_runtimes", "inference_batch_sizes", "volume_models"):
             value = getattr(self, name)  # a comma list is accepted for a sequence
             object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from . import inference, instances, layers, model_pairs, train_step
+from . import inference, instances, layers, model_pairs, train_step, volumetric
 from .suite import Suite
 
 SUITES: dict[str, Suite] = {
-    s.name: s for s in (layers.SUITE, train_step.SUITE, instances.SUITE, model_pairs.SUITE, inference.SUITE)
+    s.name: s
+    for s in (layers.SUITE, train_step.SUITE, instances.SUITE, model_pairs.SUITE, inference.SUITE, volumetric.SUITE)
 }
 
 

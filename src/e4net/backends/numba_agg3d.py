@@ -1,0 +1,506 @@
+"""Fused CPU E4 aggregation on voxel grids (groups O, Oh): numba-compiled forward and backward, one autograd Function.
+
+Computes the formula of :mod:`e4net.backends` over a k x k x k neighbourhood (last step of Eq. 12 in 3-D),
+
+    out[b, c, a, z, y, x] = sum_u  (kernel[b, c % s, index[a, u], a, z, y, x] + bias[c % s, index[a, u]])
+                                   * v_pad[b, c, a, s z + u_d, s y + u_h, s x + u_w],
+
+without the k^3-fold neighbourhood copy and without a transformed copy of the kernels (the relative-position table
+``index`` picks the plane each offset reads). The work is split over ``(batch, slice j, group element a)``: the
+``k^3`` generated kernel volumes of one split are loaded once (with the bias) and reused by the ``C / s`` channels
+of its slice; the backward pass writes ``grad_v`` and ``grad_kernel`` of one split without atomics.
+
+Stride 1 uses the "wide" layout of the 2-D kernel in three dimensions: every volume is stored with the padded row
+pitch ``W + 2p`` and slab pitch ``(H + 2p)(W + 2p)``, so each offset ``u`` is one constant shift of a flat array and
+the inner loop runs over the whole volume (long SIMD loops); the padding columns and rows are scratch, never written
+back. Stride > 1 loops over the output voxels.
+
+Declared (in :mod:`e4net.backends.builtin`, ``NUMBA.load_3d``) for float32 / float64 CPU tensors of one dtype; the
+dispatcher sends it nothing else. Compiled on first use per dtype (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from ._geometry import kernel_side
+
+__all__ = ["aggregate_numba_3d", "aggregate_generated_numba_3d"]
+
+
+@njit(cache=True, fastmath=True)
+def _load_kernels(kf, kbias, index, b, j, a, na, grid, rs, rw, kx):  # pragma: no cover - compiled
+    """Rows ``u`` of ``kx``: kernel volume ``index[a, u]`` of (batch b, slice j, slot a) plus its bias, laid out with
+    slab pitch ``rs`` and row pitch ``rw``."""
+    kk = kx.shape[0]
+    ns = kbias.shape[0]
+    do, ho, wo = grid[0], grid[1], grid[2]
+    ovol = do * ho * wo
+    for u in range(kk):
+        q = index[a, u]
+        kb = (((b * ns + j) * kk + q) * na + a) * ovol
+        kbu = kbias[j, q]
+        row = kx[u]
+        for z in range(do):
+            for y in range(ho):
+                src = kf[kb + (z * ho + y) * wo : kb + (z * ho + y + 1) * wo]
+                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
+                for x in range(wo):
+                    dst[x] = src[x] + kbu
+
+
+@njit(cache=True, fastmath=True)
+def _load_padded(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
+    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` (pitches ``(h + 2p)(w + 2p)``, ``w + 2p``)."""
+    hp, wp = h + 2 * p, w + 2 * p
+    for z in range(d):
+        for y in range(h):
+            o = ((z + p) * hp + y + p) * wp + p
+            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
+            dst = vp[o : o + w]
+            for x in range(w):
+                dst[x] = src[x]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compiled
+    nb, nc, na, d, h, w = v.shape
+    ns, kk = ker.shape[1], ker.shape[2]
+    do, ho, wo = out.shape[3], out.shape[4], out.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    vf, kf, of = v.reshape(-1), ker.reshape(-1), out.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vp = np.zeros((d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1, dtype=v.dtype)
+        kx = np.zeros((kk, n), dtype=v.dtype)
+        acc = np.empty(n, dtype=v.dtype)
+        _load_kernels(kf, kbias, index, b, j, a, na, grid, rs, rw, kx)
+        for c in range(j, nc, ns):
+            vb = ((b * nc + c) * na + a) * vol
+            _load_padded(vf, vb, d, h, w, p, vp)
+            acc[:] = 0
+            for u in range(kk):
+                dz = u // (k * k)
+                dy = (u // k) % k
+                dx = u % k
+                ku = kx[u]
+                if wide:
+                    sh = (dz * hp + dy) * wp + dx
+                    vs = vp[sh : sh + n]
+                    for i in range(n):
+                        acc[i] += ku[i] * vs[i]
+                else:
+                    for z in range(do):
+                        for y in range(ho):
+                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
+                            o = z * rs + y * rw
+                            for x in range(wo):
+                                acc[o + x] += ku[o + x] * vp[src + x * stride]
+            ob = ((b * nc + c) * na + a) * ovol
+            for z in range(do):
+                for y in range(ho):
+                    dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                    src = acc[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cover - compiled
+    nb, nc, na, d, h, w = v.shape
+    ns, kk = ker.shape[1], ker.shape[2]
+    do, ho, wo = gout.shape[3], gout.shape[4], gout.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, kf, gof, gvf, gkf = v.reshape(-1), ker.reshape(-1), gout.reshape(-1), gv.reshape(-1), gk.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vp = np.zeros(padded, dtype=v.dtype)
+        gvp = np.zeros(padded, dtype=v.dtype)
+        kx = np.zeros((kk, n), dtype=v.dtype)
+        gkx = np.zeros((kk, n), dtype=v.dtype)
+        g = np.zeros(n, dtype=v.dtype)  # grad_out of one channel in the accumulator layout (scratch stays 0)
+        _load_kernels(kf, kbias, index, b, j, a, na, grid, rs, rw, kx)
+        for c in range(j, nc, ns):
+            vb = ((b * nc + c) * na + a) * vol
+            ob = ((b * nc + c) * na + a) * ovol
+            _load_padded(vf, vb, d, h, w, p, vp)
+            for z in range(do):
+                for y in range(ho):
+                    src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                    dst = g[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+            gvp[:] = 0
+            for u in range(kk):
+                dz = u // (k * k)
+                dy = (u // k) % k
+                dx = u % k
+                ku, gku = kx[u], gkx[u]
+                if wide:
+                    sh = (dz * hp + dy) * wp + dx
+                    vs = vp[sh : sh + n]
+                    gs = gvp[sh : sh + n]
+                    for i in range(n):  # two loops: each vectorises (no possible aliasing between the outputs)
+                        gku[i] += g[i] * vs[i]
+                    for i in range(n):
+                        gs[i] += ku[i] * g[i]
+                else:
+                    for z in range(do):
+                        for y in range(ho):
+                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx
+                            o = z * rs + y * rw
+                            for x in range(wo):
+                                gku[o + x] += g[o + x] * vp[src + x * stride]
+                                gvp[src + x * stride] += ku[o + x] * g[o + x]
+            for z in range(d):
+                for y in range(h):
+                    o = ((z + p) * hp + y + p) * wp + p
+                    dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
+                    src = gvp[o : o + w]
+                    for x in range(w):
+                        dst[x] = src[x]
+        for u in range(kk):
+            kb = (((b * ns + j) * kk + index[a, u]) * na + a) * ovol
+            row = gkx[u]
+            for z in range(do):
+                for y in range(ho):
+                    dst = gkf[kb + (z * ho + y) * wo : kb + (z * ho + y + 1) * wo]
+                    src = row[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+def _arrays(v: torch.Tensor, kernel: torch.Tensor, index: torch.Tensor, kernel_bias: torch.Tensor | None):
+    s, kk = kernel.shape[1], kernel.shape[2]
+    bias = torch.zeros(s, kk, dtype=v.dtype) if kernel_bias is None else kernel_bias.detach().contiguous()
+    idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
+    return v.detach().contiguous().numpy(), kernel.detach().contiguous().numpy(), bias.numpy(), idx
+
+
+class _Aggregate3d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, kernel, index, stride, kernel_bias):  # type: ignore[override]
+        k = kernel_side(kernel.shape[2], 3)
+        out = torch.empty(v.shape[0], v.shape[1], v.shape[2], *kernel.shape[4:], dtype=v.dtype)
+        vn, kn, bn, idx = _arrays(v, kernel, index, kernel_bias)
+        _forward(vn, kn, bn, idx, k, stride, out.numpy())
+        ctx.save_for_backward(v, kernel, index, kernel_bias if kernel_bias is not None else torch.empty(0))
+        ctx.stride, ctx.has_bias = stride, kernel_bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        v, kernel, index, kernel_bias = ctx.saved_tensors
+        k = kernel_side(kernel.shape[2], 3)
+        gv = torch.empty_like(v, memory_format=torch.contiguous_format)
+        gk = torch.empty_like(kernel, memory_format=torch.contiguous_format)
+        vn, kn, bn, idx = _arrays(v, kernel, index, kernel_bias if ctx.has_bias else None)
+        _backward(vn, kn, bn, idx, k, ctx.stride, grad_out.detach().contiguous().numpy(), gv.numpy(), gk.numpy())
+        # the bias is added to every generated kernel volume: its gradient is grad_kernel summed over the rest
+        gb = gk.sum((0, 3, 4, 5, 6)) if ctx.has_bias and ctx.needs_input_grad[4] else None
+        return gv, gk, None, None, gb
+
+
+def aggregate_numba_3d(
+    v: torch.Tensor,
+    kernel: torch.Tensor,
+    index: torch.Tensor,
+    stride: int = 1,
+    kernel_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The fused 3-D aggregation: ``v (B, C, |A|, D, H, W)``, ``kernel (B, s, k^3, |A|, D', H', W')``, ``index
+    (|A|, k^3)``, optional ``kernel_bias (s, k^3)``; differentiable in ``v``, ``kernel`` and ``kernel_bias``."""
+    return _Aggregate3d.apply(v, kernel, index, stride, kernel_bias)
+
+
+# ---- the kernel generator's last linear map fused in (no k^3-fold kernel tensor) ------------------------------------
+#
+# E4's generator ends with W2 (s k^3 x C_h) applied to the hidden features h (Sec. 4.1): K = W2 h + b2. In 3-D the
+# kernel tensor has s k^3 = 54 values per voxel and group element (k = 3, s = 2), 6.75x the 8 fields of v, and
+# writing, reading and differentiating it dominates the layer. Here each split (b, j, a) computes its k^3 kernel
+# volumes from h in cache, and the backward pass turns grad_kernel into grad_h, grad_W2 and grad_b2 in cache too.
+
+
+@njit(cache=True, fastmath=True)
+def _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
+    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
+    do, ho, wo = grid[0], grid[1], grid[2]
+    ovol = do * ho * wo
+    for q in range(nh):
+        base = ((b * nh + q) * na + a) * ovol
+        row = hx[q]
+        for z in range(do):
+            for y in range(ho):
+                src = hf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
+                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
+                for x in range(wo):
+                    dst[x] = src[x]
+
+
+CHUNK = 512  # accumulator entries per tile: the k^3 generated kernel rows of a tile stay in L1/L2
+
+
+@njit(cache=True, fastmath=True)
+def _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx):  # pragma: no cover - compiled
+    """``kx[u, :i1-i0] = b2[o] + sum_q W2[o, q] hx[q, i0:i1]`` with ``o = j k^3 + index[a, u]`` (the transform by
+    ``a``): the kernels of one tile."""
+    nh = hx.shape[0]
+    m = i1 - i0
+    for u in range(kk):
+        o = j * kk + index[a, u]
+        row = kx[u, 0:m]
+        bo = b2[o]
+        for i in range(m):
+            row[i] = bo
+        for q in range(nh):
+            wq = w2[o, q]
+            hq = hx[q, i0:i1]
+            for i in range(m):
+                row[i] += wq * hq[i]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cover - compiled
+    """Split over (b, j, a); each split loads its ``C / s`` value volumes, then walks the accumulator in tiles of
+    :data:`CHUNK`: generate the tile's k^3 kernel rows, accumulate every channel of the slice with them."""
+    nb, nc, na, d, h, w = v.shape
+    nh = hid.shape[1]
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    cs = nc // ns
+    do, ho, wo = out.shape[3], out.shape[4], out.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
+    for t in prange(nb * ns * na):
+        b = t // (ns * na)
+        j = (t // na) % ns
+        a = t % na
+        vps = np.zeros((cs, padded), dtype=v.dtype)
+        hx = np.zeros((nh, n), dtype=v.dtype)
+        kx = np.empty((kk, CHUNK), dtype=v.dtype)
+        acc = np.zeros((cs, n), dtype=v.dtype)
+        _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
+        for ci in range(cs):
+            _load_padded(vf, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w, p, vps[ci])
+        if wide:
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                m = i1 - i0
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                for ci in range(cs):
+                    ac = acc[ci, i0:i1]
+                    for u in range(kk):
+                        sh = ((u // (k * k)) * hp + (u // k) % k) * wp + u % k + i0
+                        vs = vps[ci, sh : sh + m]
+                        ku = kx[u, 0:m]
+                        for i in range(m):
+                            ac[i] += ku[i] * vs[i]
+        else:
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                for ci in range(cs):
+                    for u in range(kk):
+                        dz = u // (k * k)
+                        dy = (u // k) % k
+                        dx = u % k
+                        for i in range(i0, i1):
+                            z = i // rs
+                            y = (i // rw) % ho
+                            x = i % rw
+                            src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx + x * stride
+                            acc[ci, i] += kx[u, i - i0] * vps[ci, src]
+        for ci in range(cs):
+            ob = ((b * nc + j + ci * ns) * na + a) * ovol
+            for z in range(do):
+                for y in range(ho):
+                    dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                    src = acc[ci, z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):  # pragma: no cover - compiled
+    """Split over (b, a); the slices j run inside, so ``gh[b, :, a]`` has one writer. ``gw`` / ``gb`` are per-split
+    partial sums ``(nb na, s k^3, C_h)`` / ``(nb na, s k^3)``, reduced by the caller. Tiles as the forward pass:
+    per tile, the kernels are generated, their gradient accumulated over the slice's channels (and grad_v with
+    them), then turned into grad_b2, grad_W2 and grad_h while still in cache."""
+    nb, nc, na, d, h, w = v.shape
+    nh = hid.shape[1]
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    cs = nc // ns
+    do, ho, wo = gout.shape[3], gout.shape[4], gout.shape[5]
+    grid = np.array([do, ho, wo])
+    p = k // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    wide = stride == 1
+    rw = wp if wide else wo
+    rs = hp * wp if wide else ho * wo
+    n = do * rs
+    vol, ovol = d * h * w, do * ho * wo
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, hf, gof, gvf, ghf = v.reshape(-1), hid.reshape(-1), gout.reshape(-1), gv.reshape(-1), gh.reshape(-1)
+    for t in prange(nb * na):
+        b = t // na
+        a = t % na
+        vps = np.zeros((cs, padded), dtype=v.dtype)
+        gvps = np.zeros((cs, padded), dtype=v.dtype)
+        hx = np.zeros((nh, n), dtype=v.dtype)
+        ghx = np.zeros((nh, n), dtype=v.dtype)
+        gx = np.zeros((cs, n), dtype=v.dtype)  # grad_out of the slice's channels, accumulator layout (scratch 0)
+        kx = np.empty((kk, CHUNK), dtype=v.dtype)
+        gkx = np.empty((kk, CHUNK), dtype=v.dtype)
+        _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx)
+        for j in range(ns):
+            for ci in range(cs):
+                c = j + ci * ns
+                _load_padded(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
+                ob = ((b * nc + c) * na + a) * ovol
+                for z in range(do):
+                    for y in range(ho):
+                        src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
+                        dst = gx[ci, z * rs + y * rw : z * rs + y * rw + wo]
+                        for x in range(wo):
+                            dst[x] = src[x]
+            gvps[:] = 0
+            for i0 in range(0, n, CHUNK):
+                i1 = min(i0 + CHUNK, n)
+                m = i1 - i0
+                _generate(w2, b2, index, j, a, kk, hx, i0, i1, kx)
+                gkx[:] = 0
+                for ci in range(cs):
+                    gs = gx[ci, i0:i1]
+                    for u in range(kk):
+                        ku, gku = kx[u, 0:m], gkx[u, 0:m]
+                        if wide:
+                            sh = ((u // (k * k)) * hp + (u // k) % k) * wp + u % k + i0
+                            vs = vps[ci, sh : sh + m]
+                            gvs = gvps[ci, sh : sh + m]
+                            for i in range(m):
+                                gku[i] += gs[i] * vs[i]
+                            for i in range(m):
+                                gvs[i] += ku[i] * gs[i]
+                        else:
+                            dz = u // (k * k)
+                            dy = (u // k) % k
+                            dx = u % k
+                            for i in range(m):
+                                z = (i + i0) // rs
+                                y = ((i + i0) // rw) % ho
+                                x = (i + i0) % rw
+                                src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx + x * stride
+                                gku[i] += gs[i] * vps[ci, src]
+                                gvps[ci, src] += ku[i] * gs[i]
+                for u in range(kk):
+                    o = j * kk + index[a, u]
+                    row = gkx[u, 0:m]
+                    sb = 0.0
+                    for i in range(m):
+                        sb += row[i]
+                    gb[t, o] += sb
+                    for q in range(nh):
+                        hq = hx[q, i0:i1]
+                        sw = 0.0
+                        for i in range(m):
+                            sw += row[i] * hq[i]
+                        gw[t, o, q] += sw
+                        wq = w2[o, q]
+                        ghq = ghx[q, i0:i1]
+                        for i in range(m):
+                            ghq[i] += wq * row[i]
+            for ci in range(cs):
+                vb = ((b * nc + j + ci * ns) * na + a) * vol
+                for z in range(d):
+                    for y in range(h):
+                        o = ((z + p) * hp + y + p) * wp + p
+                        dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
+                        src = gvps[ci, o : o + w]
+                        for x in range(w):
+                            dst[x] = src[x]
+        for q in range(nh):
+            base = ((b * nh + q) * na + a) * ovol
+            row = ghx[q]
+            for z in range(do):
+                for y in range(ho):
+                    dst = ghf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
+                    src = row[z * rs + y * rw : z * rs + y * rw + wo]
+                    for x in range(wo):
+                        dst[x] = src[x]
+
+
+class _AggregateGenerated3d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, hidden, weight, bias, index, stride):  # type: ignore[override]
+        kk = index.shape[1]
+        k = kernel_side(kk, 3)
+        out = torch.empty(v.shape[0], v.shape[1], v.shape[2], *hidden.shape[3:], dtype=v.dtype)
+        b2 = torch.zeros(weight.shape[0], dtype=v.dtype) if bias is None else bias.detach().contiguous()
+        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
+        vn, hn = v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy()
+        _forward_generated(vn, hn, weight.detach().contiguous().numpy(), b2.numpy(), idx, k, stride, out.numpy())
+        ctx.save_for_backward(v, hidden, weight, b2, index)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        v, hidden, weight, b2, index = ctx.saved_tensors
+        k = kernel_side(index.shape[1], 3)
+        splits = v.shape[0] * v.shape[2]
+        gv = torch.empty(v.shape, dtype=v.dtype)
+        gh = torch.empty(hidden.shape, dtype=v.dtype)
+        gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
+        gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
+        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
+        _backward_generated(
+            v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy(), weight.detach().contiguous().numpy(),
+            b2.numpy(), idx, k, ctx.stride, grad_out.detach().contiguous().numpy(), gv.numpy(), gh.numpy(),
+            gw.numpy(), gb.numpy(),
+        )  # fmt: skip
+        return gv, gh, gw.sum(0), gb.sum(0) if ctx.has_bias else None, None, None
+
+
+def aggregate_generated_numba_3d(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: torch.Tensor,
+    stride: int = 1,
+) -> torch.Tensor:
+    """The 3-D aggregation with kernels ``K = weight · hidden + bias`` generated in cache (never stored):
+    ``hidden (B, C_h, |A|, D', H', W')`` on the output grid, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` or None;
+    differentiable in ``v``, ``hidden``, ``weight`` and ``bias``. Same result as :func:`aggregate_numba_3d` on
+    those kernels (:func:`e4net.backends.aggregate_generated`)."""
+    return _AggregateGenerated3d.apply(v, hidden, weight, bias, index, stride)

@@ -1,0 +1,205 @@
+"""The E4 aggregation on voxel grids (O, Oh): every 3-D backend computes the reference (the literal k^3-neighbourhood
+math of Eq. 12) in outputs and gradients; float64 gradcheck; the dispatcher routes by rank; the Triton kernels are
+checked in Triton's interpreter (a subprocess, tests/triton_interp_cases_3d.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from e4net.backends import (
+    Backend,
+    aggregate,
+    aggregate_generated,
+    get_backend,
+    lazy_function,
+    output_size,
+    resolve_backend,
+)
+from e4net.backends import dispatch as dispatch_module
+from e4net.groups import OH, O
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from triton_interp_cases_3d import CASES  # noqa: E402
+
+GROUPS = {"O": O, "Oh": OH}
+
+
+def _inputs(G, b, c, s, k, size, stride, dtype, seed=0, bias=True):
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, c, G.order, *size, dtype=dtype, generator=gen, requires_grad=True)
+    out = [output_size(m, k, stride) for m in size]
+    ker = torch.randn(b, s, k**3, G.order, *out, dtype=dtype, generator=gen, requires_grad=True)
+    kb = torch.randn(s, k**3, dtype=dtype, generator=gen, requires_grad=True) if bias else None
+    return v, ker, G.relative_position_index(k), kb
+
+
+def _run(backend, v, ker, index, stride, kb, go):
+    out = aggregate(v, ker, index, stride, backend, kernel_bias=kb)
+    wrt = (v, ker) if kb is None else (v, ker, kb)
+    return (out, *torch.autograd.grad(out, wrt, go))
+
+
+CASES_CPU = [
+    ("O", 2, 4, 2, 3, (3, 4, 5), 1, torch.float64),
+    ("O", 1, 3, 3, 3, (5, 3, 5), 2, torch.float64),
+    ("Oh", 1, 2, 1, 3, (3, 3, 2), 1, torch.float32),
+    ("O", 1, 2, 2, 5, (4, 3, 5), 1, torch.float32),
+    ("Oh", 1, 2, 2, 1, (2, 3, 2), 1, torch.float64),
+]
+
+
+@pytest.mark.parametrize("backend", ["shift", "numba"])
+@pytest.mark.parametrize("case", CASES_CPU, ids=lambda c: f"{c[0]}-k{c[4]}-stride{c[6]}-{str(c[7])[6:]}")
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_backend_matches_reference_3d(backend, case, bias):
+    name, b, c, s, k, size, stride, dtype = case
+    v, ker, index, kb = _inputs(GROUPS[name], b, c, s, k, size, stride, dtype, bias=bias)
+    go = torch.randn(b, c, GROUPS[name].order, *ker.shape[4:], dtype=dtype)
+    ref = _run("reference", v, ker, index, stride, kb, go)
+    got = _run(backend, v, ker, index, stride, kb, go)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for what, r, x in zip(("out", "grad_v", "grad_kernel", "grad_bias"), ref, got):
+        assert x.shape == r.shape and x.dtype == r.dtype
+        err = float((x - r).detach().abs().max() / r.detach().abs().max().clamp_min(1.0))
+        assert err < tol, f"{backend} {what}: {err:.2e}"
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradcheck_float64_3d(backend, stride):
+    v, ker, index, kb = _inputs(O, 1, 2, 2, 3, (3, 2, 3), stride, torch.float64, seed=3)
+
+    def f(v, ker, kb):
+        return aggregate(v, ker, index, stride, backend, kernel_bias=kb)
+
+    assert torch.autograd.gradcheck(f, (v, ker, kb), fast_mode=True)
+
+
+def _generated_inputs(G, b, c, s, hc, k, size, stride, dtype, seed=0, bias=True):
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, c, G.order, *size, dtype=dtype, generator=gen, requires_grad=True)
+    out = [output_size(m, k, stride) for m in size]
+    hidden = torch.randn(b, hc, G.order, *out, dtype=dtype, generator=gen, requires_grad=True)
+    w = torch.randn(s * k**3, hc, dtype=dtype, generator=gen, requires_grad=True)
+    bias_ = torch.randn(s * k**3, dtype=dtype, generator=gen, requires_grad=True) if bias else None
+    return v, hidden, w, bias_, G.relative_position_index(k)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [("O", 2, 4, 2, 3, 3, (3, 4, 5), 1, True), ("Oh", 1, 2, 1, 2, 3, (3, 2, 3), 1, False),
+     ("O", 1, 3, 3, 1, 3, (5, 3, 5), 2, True), ("O", 1, 2, 2, 2, 5, (4, 3, 3), 1, True)],
+    ids=["O-k3", "Oh-nobias", "O-stride2", "O-k5"],
+)  # fmt: skip
+def test_fused_generator_matches_generate_then_aggregate(case):
+    """numba's 3-D aggregation with W2 fused in == the kernels generated first, then the reference aggregation."""
+    name, b, c, s, hc, k, size, stride, bias = case
+    v, hidden, w, bias_, index = _generated_inputs(GROUPS[name], b, c, s, hc, k, size, stride, torch.float64, bias=bias)
+    wrt = (v, hidden, w) if bias_ is None else (v, hidden, w, bias_)
+    go = None
+    results = []
+    for backend in ("reference", "numba"):
+        out = aggregate_generated(v, hidden, w, bias_, index, stride, backend)
+        go = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(9)) if go is None else go
+        results.append((out, *torch.autograd.grad(out, wrt, go)))
+    for what, r, x in zip(("out", "grad_v", "grad_hidden", "grad_weight", "grad_bias"), *results):
+        err = float((x - r).abs().max() / r.abs().max().clamp_min(1.0))
+        assert err < 1e-12, f"{what}: {err:.2e}"
+
+
+def test_fused_generator_gradcheck_float64():
+    v, hidden, w, bias_, index = _generated_inputs(O, 1, 2, 2, 2, 3, (2, 3, 2), 1, torch.float64, seed=4)
+
+    def f(v, hidden, w, bias_):
+        return aggregate_generated(v, hidden, w, bias_, index, 1, "numba")
+
+    assert torch.autograd.gradcheck(f, (v, hidden, w, bias_), fast_mode=True)
+
+
+def test_fused_generator_only_where_declared(monkeypatch):
+    """backend='shift' (no fused generator) generates the kernels first; numba's fused function is not called."""
+    import e4net.backends.numba_agg3d as numba_agg3d
+
+    calls = []
+    real = numba_agg3d.aggregate_generated_numba_3d
+    monkeypatch.setattr(numba_agg3d, "aggregate_generated_numba_3d", lambda *a: calls.append(1) or real(*a))
+    v, hidden, w, bias_, index = _generated_inputs(O, 1, 2, 2, 2, 3, (3, 3, 3), 1, torch.float32)
+    out_shift = aggregate_generated(v, hidden, w, bias_, index, 1, "shift")
+    assert not calls
+    out_auto = aggregate_generated(v, hidden, w, bias_, index, 1, "auto")
+    assert calls == [1]
+    torch.testing.assert_close(out_auto, out_shift, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="weight must be"):
+        aggregate_generated(v, hidden, w[:, :1], bias_, index)
+
+
+def test_dispatcher_routes_by_rank():
+    v, ker, index, kb = _inputs(O, 1, 2, 2, 3, (3, 3, 3), 1, torch.float32)
+    assert resolve_backend("auto", v, ker, kb) == "numba"  # the fused CPU kernel declares voxel grids too
+    assert resolve_backend("auto", v.double(), ker.double(), kb.double()) == "numba"
+    assert resolve_backend("auto", v.half(), ker.half()) == "shift"  # numba does not declare fp16: the fallback
+    for name in ("reference", "shift", "numba", "triton"):
+        assert get_backend(name).load_3d is not None and get_backend(name).loader(3) is get_backend(name).load_3d
+
+
+def test_backend_without_3d_function_is_not_given_voxels(monkeypatch):
+    """A backend that declares only pixel grids is never called with voxel grids: the dispatcher falls back."""
+    calls = []
+
+    def only_2d(*args):
+        calls.append(args)
+        raise AssertionError("called with voxel grids")
+
+    monkeypatch.setitem(
+        dispatch_module._state.backends, "only2d", Backend("only2d", lambda: only_2d, auto_priority={"cpu": 99})
+    )
+    v, ker, index, _ = _inputs(O, 1, 2, 1, 3, (3, 3, 3), 1, torch.float32)
+    assert resolve_backend("auto", v, ker) == "numba" and resolve_backend("only2d", v, ker) == "shift"
+    out = aggregate(v, ker, index, 1, "only2d")
+    assert not calls
+    torch.testing.assert_close(out, aggregate(v, ker, index, 1, "reference"))
+    assert Backend("x", lazy_function("math", "sqrt")).loader(3) is None
+
+
+def test_3d_shape_checks():
+    v, ker, index, _ = _inputs(O, 1, 2, 1, 3, (3, 3, 3), 1, torch.float32)
+    with pytest.raises(ValueError, match="needs kernel"):
+        aggregate(v, ker[..., :2], index)
+    with pytest.raises(ValueError, match="k x k x k grid"):
+        aggregate(v, ker[:, :, :26], index[:, :26])
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, dict]:
+    pytest.importorskip("triton", reason="triton is not installed")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO / "src")}
+    script = REPO / "tests" / "triton_interp_cases_3d.py"
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert res.returncode == 0, f"interpreter run failed:\n{res.stderr[-4000:]}"
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    return {r["case"]: r for r in rows}
+
+
+TOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in CASES if c[-1] is None], ids=lambda c: c[0])
+def test_triton_3d_matches_reference(interpreted, case):
+    row = interpreted[case[0]]
+    for key in ("out", "grad_v", "grad_kernel"):
+        assert row[key] <= TOL[row["dtype"]], f"{case[0]}: {key} differs from the reference by {row[key]:.3g}"
+
+
+@pytest.mark.slow
+def test_triton_3d_planted_bug_is_detected(interpreted):
+    row = interpreted["planted-wrong-transform"]
+    assert row["out"] > 1e-3 and row["grad_kernel"] > 1e-3
