@@ -39,7 +39,24 @@ from e4net.nn import (
 
 REPO = Path(__file__).resolve().parent.parent
 #: The registered models of e4net itself (other test modules register tiny ones).
-MODELS = [n for n in list_models() if model_spec(n).builder.__module__.startswith("e4net.")]
+MODELS = [
+    n
+    for n in list_models()
+    if model_spec(n).builder.__module__.startswith("e4net.") and len(model_spec(n).input_shape) == 3
+]  # the pixel-grid models: export does not cover the cube groups yet (refused, test below)
+
+
+def test_voxel_models_are_refused_with_one_clear_error():
+    from e4net.models import create_model
+
+    names = [n for n in list_models() if len(model_spec(n).input_shape) == 4]
+    assert names, "no voxel model is registered"
+    for name in names[:2]:
+        model = create_model(name)
+        with pytest.raises(TypeError, match="voxel grids .* not exportable yet"):
+            e4net.export(model)
+
+
 #: Models whose graph exports in a few seconds: in the default run; the others are marked slow (CI runs them too).
 QUICK = {"p4cnn"}
 

@@ -277,6 +277,14 @@ def export(model: nn.Module) -> fx.GraphModule:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: expected a torch.nn.Module, got {type(model).__name__}")
+    voxel = sorted(
+        {type(m).__name__ for m in model.modules() if getattr(getattr(m, "group", None), "spatial_dims", 2) == 3}
+    )
+    if voxel:
+        raise TypeError(
+            f"export: models on voxel grids (the cube groups O / Oh) are not exportable yet; {type(model).__name__} "
+            f"has {', '.join(voxel)}. Export supports the pixel-grid groups p4 and p4m."
+        )
     source = copy.deepcopy(model).eval()
     if _find_converter(source) is not None:  # a single layer: trace it as the body of a container
         source = nn.Sequential(source)
