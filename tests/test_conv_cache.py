@@ -125,3 +125,16 @@ def test_train_then_eval_clears_and_rebuilds(monkeypatch):
         layer.eval()
         layer(x)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_new_table_or_bank_builder_invalidates(kind):
+    """The planted-bug tests replace the table or ``filter_bank`` on a layer that already ran in eval mode."""
+    layer, x = _layer_and_input(kind)
+    layer.eval()
+    with torch.no_grad():
+        before = layer(x)
+        layer.relative_position_index = layer.relative_position_index.flip(0)  # another table: another bank
+        assert not torch.allclose(layer(x), before)
+        layer.filter_bank = lambda: torch.zeros_like(type(layer).filter_bank(layer))
+        assert layer(x).abs().max() == 0

@@ -16,7 +16,8 @@ centre, so the layer stays exactly equivariant. The 4x4 last layer of P4CNN need
 Inference caches the filter bank. In eval mode, when autograd does not need the gather (grad disabled, or a weight
 that requires no grad), ``forward`` reuses the bank built last time until the weight changes: another tensor or
 storage (``data_ptr``: ``load_state_dict`` with ``assign``, ``.double()``, ``.to(device)``), or an in-place write
-(the weight's ``_version`` counter: optimiser steps, ``load_state_dict``, ``weight.add_`` under ``no_grad``). Writes
+(the weight's ``_version`` counter: optimiser steps, ``load_state_dict``, ``weight.add_`` under ``no_grad``), a
+changed relative-position table, or a ``filter_bank`` replaced on the instance. Writes
 through ``weight.data`` bypass the version counter and are not seen; call ``clear_cache()`` after them.
 ``train()`` / ``eval()`` clear the cache; training mode and graph capture (``torch.compile`` / ``torch.export``) never
 use it. ``filter_bank()`` itself always builds the bank afresh.
@@ -83,10 +84,15 @@ class _GroupConvBase(GroupAggregation):
         if self.training or grad or w.is_inference() or torch.compiler.is_compiling():
             self._bank_cache = None
             return self.filter_bank()
-        key = (id(w), w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
+        table, build = self.relative_position_index, self.filter_bank
+        key = (
+            (id(w), w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape)),
+            (id(table), table.data_ptr(), table._version),  # the relative-position table too
+            getattr(build, "__func__", build),  # and how the bank is built (e.g. replaced on the instance)
+        )
         if self._bank_cache is None or self._bank_cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode too
-                self._bank_cache = (key, self.filter_bank())
+                self._bank_cache = (key, build())
         return self._bank_cache[1]
 
     def _fan_in(self) -> int:
