@@ -4,7 +4,6 @@ error per bad file; ``e4net export`` from a run folder."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 import _tiny_models  # noqa: F401 - registers the tiny test models
@@ -16,7 +15,6 @@ from PIL import Image
 from e4net.cli.main import main
 from e4net.deploy.images import read_image, read_images
 from e4net.errors import E4NetError
-from e4net.models import create_model
 from e4net.train import TrainConfig, load_trained, train
 
 TRAIN = dict(dataset="digits", epochs=2, batch_size=50, train_per_class=30, limit_test_batches=1, progress=False)
@@ -183,9 +181,11 @@ def test_export_cli_errors(run_dir, capsys, tmp_path):
 
 
 def test_pretrained_goes_to_create_model(capsys, tmp_path):
-    if "pretrained" not in inspect.signature(create_model).parameters:
-        pytest.skip("create_model does not take pretrained= yet (shipped weights are being added)")
+    """``--pretrained`` exports the shipped weights; a model without any is one clear error."""
     rc = main(["export", "e4net", "--format", "torch", "--out", str(tmp_path / "e.pt2"), "--pretrained"])
     cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    assert rc == 0 or ("e4net export: error:" in cap.err and len(cap.err.strip().splitlines()) == 1)
+    assert rc == 0 and "Traceback" not in cap.err, cap.err
+    assert (tmp_path / "e.pt2").stat().st_size > 0
+    assert main(["export", "r18", "--format", "torch", "--out", str(tmp_path / "r.pt2"), "--pretrained"]) == 1
+    err = capsys.readouterr().err
+    assert "no shipped weights for model 'r18'" in err and len(err.strip().splitlines()) == 1
