@@ -73,7 +73,7 @@ def test_every_row_names_a_registered_model_and_its_overrides_build():
 
 def test_every_registered_model_of_the_paper_has_one_row_without_overrides():
     for name in list_models():
-        if model_spec(name).builder.__module__.startswith("e4net."):
+        if model_spec(name).builder.__module__.startswith("e4net.") and model_spec(name).dataset != "digits3d":
             assert len(rows_for_model(name, {})) == 1, name
 
 
