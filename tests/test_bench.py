@@ -333,7 +333,7 @@ def test_models_suite_adds_the_authors_row_only_with_their_code(tmp_path):
     impls = [r["impl"] for r in with_code["rows"]]
     assert impls == ["G-CNN twin", "e4net E4", "authors' E4-Net"]
     authors = with_code["rows"][2]
-    assert authors["macs"] == 7840 and authors["train_images_per_s"] > 0 and "train_vs_twin" in authors["ratios"]
+    assert authors["macs"] is None and authors["train_images_per_s"] > 0 and "train_vs_twin" in authors["ratios"]
     assert "authors' E4-Net" in bench.to_markdown(with_code)
     without = bench.run_benchmarks(suites=["models"], progress=False, **opts)
     assert [r["impl"] for r in without["rows"]] == ["G-CNN twin", "e4net E4"]
