@@ -126,3 +126,18 @@ def test_rng_state_round_trip():
     assert all(o != f for o, f in zip(other, first))  # each generator is seeded by the seed
     seed_everything(2**32 + 5)  # numpy takes the seed modulo 2**32
     assert np.random.rand(3).tolist() == first[1]
+
+
+def test_cuda_rng_states_are_restored_only_where_they_fit(monkeypatch):
+    """The CUDA generators' states are set when the checkpoint has them for as many devices as there are now (faked
+    here: this test needs no GPU), and skipped otherwise."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    base = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    set_rng_state(base)  # saved without CUDA: nothing to restore there
+    set_rng_state({**base, "cuda": ["s0"]})  # saved with one GPU, two now: does not fit, skipped
+    assert calls == []
+    set_rng_state({**base, "cuda": ["s0", "s1"]})
+    assert calls == [["s0", "s1"]]
