@@ -423,11 +423,12 @@ def test_mnist_rot_find_defaults_and_lookup(tmp_path):
 
 
 def test_data_warnings_point_at_the_loader(tmp_path):
-    """The "not the official file" warning is attributed to the data set's loader (``find``), not to the plumbing."""
+    """The "not the official file" warning is attributed to the data set's loader (``find``), not to the plumbing
+    (mutation testing wraps every function in a trampoline, so the test names what it must not be)."""
     _write_zip(tmp_path / mnist_rot.ZIP_NAME, zipfile.ZIP_STORED)
     with pytest.warns(UserWarning, match="not the official") as caught:
         mnist_rot.find(tmp_path)
-    assert Path(caught[0].filename).name == "mnist_rot.py"
+    assert Path(caught[0].filename).name not in ("_files.py", "warnings.py")  # mnist_rot.py (or a wrapper around it)
 
 
 def test_a_cache_holding_pickled_objects_is_rebuilt(tmp_path):
