@@ -141,3 +141,36 @@ def test_cuda_rng_states_are_restored_only_where_they_fit(monkeypatch):
     assert calls == []
     set_rng_state({**base, "cuda": ["s0", "s1"]})
     assert calls == [["s0", "s1"]]
+
+
+def test_truncate_metrics_keeps_the_completed_epochs(tmp_path):
+    from e4net.train.outputs import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"epoch": 1, "a": 1}', '{"note": "no epoch"}', "not json", '{"epoch": 3}', '{"epoch": 2}']
+    path.write_text("\n".join(lines) + "\n")
+    truncate_metrics(path, 2)
+    assert path.read_text() == '{"epoch": 1, "a": 1}\n{"note": "no epoch"}\n{"epoch": 2}\n'
+    truncate_metrics(path, 0)  # a line without an epoch counts as epoch 0
+    assert path.read_text() == '{"note": "no epoch"}\n'
+    truncate_metrics(tmp_path / "absent.jsonl", 1)  # nothing to truncate
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_load_model_state_names_the_mismatch():
+    from e4net.train.checkpoint import CheckpointError, load_model_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    state = model.state_dict()
+    load_model_state(model, state, "ck.pt", "m")  # fits
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': missing 1 tensors \(e\.g\. 0\.bias\)$"):
+        load_model_state(model, {"0.weight": state["0.weight"]}, "ck.pt", "m")
+    extra = {**state, "x": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': 1 unexpected tensors \(e\.g\. x\)$"):
+        load_model_state(model, extra, "ck.pt", "m")
+    both = {"0.weight": state["0.weight"], "x": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"missing 1 tensors \(e\.g\. 0\.bias\); 1 unexpected tensors"):
+        load_model_state(model, both, "ck.pt", "m")
+    wrong = {**state, "0.weight": torch.zeros(4, 2)}
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': size mismatch for 0\.weight: .*$"):
+        load_model_state(model, wrong, "ck.pt", "m")
