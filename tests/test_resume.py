@@ -174,3 +174,36 @@ def test_load_model_state_names_the_mismatch():
     wrong = {**state, "0.weight": torch.zeros(4, 2)}
     with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': size mismatch for 0\.weight: .*$"):
         load_model_state(model, wrong, "ck.pt", "m")
+
+
+def test_summary_of_a_run(reference):
+    summary = json.loads((reference / "summary.json").read_text())
+    last = json.loads((reference / "metrics.jsonl").read_text().splitlines()[-1])
+    expected = {
+        "status": "completed", "model": "tiny-dropout", "model_args": {}, "dataset": "digits", "seed": 0,
+        "test_error": last["test_error"], "test_loss": last["test_loss"], "val_error": None, "eval_epoch": 2,
+        "epochs": 2, "steps": 8, "train_size": 200, "test_size": 1000, "test_images_evaluated": 256,
+        "world_size": 1, "device": "cpu", "amp": False, "torch": torch.__version__,
+    }  # fmt: skip
+    assert {k: summary[k] for k in expected} == expected
+    assert set(summary) == set(expected) | {"params", "macs", "seconds", "config"}
+    assert summary["config"]["model"] == "tiny-dropout" and summary["config"]["limit_test_batches"] == 1
+
+
+def test_summary_counts_every_test_image_without_a_limit():
+    from types import SimpleNamespace
+
+    from e4net.analysis import Count
+    from e4net.train.outputs import run_summary
+
+    data = SimpleNamespace(train=[0] * 5, test=[0] * 7)
+    cfg = TrainConfig(limit_test_batches=None)
+    s = run_summary(
+        cfg, data, Count(1, 2), {}, steps=0, seconds=0.0, world_size=1, device=torch.device("cpu"), amp=False
+    )
+    assert s["test_images_evaluated"] == 7 and (s["params"], s["macs"]) == (1, 2)
+    cfg = TrainConfig(limit_test_batches=1, batch_size=3)
+    s = run_summary(
+        cfg, data, Count(1, 2), {}, steps=0, seconds=0.0, world_size=1, device=torch.device("cpu"), amp=False
+    )
+    assert s["test_images_evaluated"] == 7  # min(7, 1 x max(3, 256))
