@@ -207,3 +207,16 @@ def test_summary_counts_every_test_image_without_a_limit():
         cfg, data, Count(1, 2), {}, steps=0, seconds=0.0, world_size=1, device=torch.device("cpu"), amp=False
     )
     assert s["test_images_evaluated"] == 7  # min(7, 1 x max(3, 256))
+    last = {"test_error": 1.5, "test_loss": 0.25, "val_error": 2.5, "epoch": 4}
+    s = run_summary(
+        cfg, data, Count(1, 2), last, steps=3, seconds=1.0, world_size=2, device=torch.device("cpu"), amp=True
+    )
+    assert (s["test_error"], s["test_loss"], s["val_error"], s["eval_epoch"]) == (1.5, 0.25, 2.5, 4)
+    assert (s["steps"], s["seconds"], s["world_size"], s["amp"]) == (3, 1.0, 2, True)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    from e4net.train.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {tmp_path / 'none.pt'} not found$"):
+        load_checkpoint(tmp_path / "none.pt")
