@@ -126,3 +126,97 @@ def test_rng_state_round_trip():
     assert all(o != f for o, f in zip(other, first))  # each generator is seeded by the seed
     seed_everything(2**32 + 5)  # numpy takes the seed modulo 2**32
     assert np.random.rand(3).tolist() == first[1]
+
+
+def test_cuda_rng_states_are_restored_only_where_they_fit(monkeypatch):
+    """The CUDA generators' states are set when the checkpoint has them for as many devices as there are now (faked
+    here: this test needs no GPU), and skipped otherwise."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    base = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    set_rng_state(base)  # saved without CUDA: nothing to restore there
+    set_rng_state({**base, "cuda": ["s0"]})  # saved with one GPU, two now: does not fit, skipped
+    assert calls == []
+    set_rng_state({**base, "cuda": ["s0", "s1"]})
+    assert calls == [["s0", "s1"]]
+
+
+def test_truncate_metrics_keeps_the_completed_epochs(tmp_path):
+    from e4net.train.outputs import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"epoch": 1, "a": 1}', '{"note": "no epoch"}', "not json", '{"epoch": 3}', '{"epoch": 2}']
+    path.write_text("\n".join(lines) + "\n")
+    truncate_metrics(path, 2)
+    assert path.read_text() == '{"epoch": 1, "a": 1}\n{"note": "no epoch"}\n{"epoch": 2}\n'
+    truncate_metrics(path, 0)  # a line without an epoch counts as epoch 0
+    assert path.read_text() == '{"note": "no epoch"}\n'
+    truncate_metrics(tmp_path / "absent.jsonl", 1)  # nothing to truncate
+    assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_load_model_state_names_the_mismatch():
+    from e4net.train.checkpoint import CheckpointError, load_model_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    state = model.state_dict()
+    load_model_state(model, state, "ck.pt", "m")  # fits
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': missing 1 tensors \(e\.g\. 0\.bias\)$"):
+        load_model_state(model, {"0.weight": state["0.weight"]}, "ck.pt", "m")
+    extra = {**state, "x": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': 1 unexpected tensors \(e\.g\. x\)$"):
+        load_model_state(model, extra, "ck.pt", "m")
+    both = {"0.weight": state["0.weight"], "x": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"missing 1 tensors \(e\.g\. 0\.bias\); 1 unexpected tensors"):
+        load_model_state(model, both, "ck.pt", "m")
+    wrong = {**state, "0.weight": torch.zeros(4, 2)}
+    with pytest.raises(CheckpointError, match=r"^ck\.pt does not fit model 'm': size mismatch for 0\.weight: .*$"):
+        load_model_state(model, wrong, "ck.pt", "m")
+
+
+def test_summary_of_a_run(reference):
+    summary = json.loads((reference / "summary.json").read_text())
+    last = json.loads((reference / "metrics.jsonl").read_text().splitlines()[-1])
+    expected = {
+        "status": "completed", "model": "tiny-dropout", "model_args": {}, "dataset": "digits", "seed": 0,
+        "test_error": last["test_error"], "test_loss": last["test_loss"], "val_error": None, "eval_epoch": 2,
+        "epochs": 2, "steps": 8, "train_size": 200, "test_size": 1000, "test_images_evaluated": 256,
+        "world_size": 1, "device": "cpu", "amp": False, "torch": torch.__version__,
+    }  # fmt: skip
+    assert {k: summary[k] for k in expected} == expected
+    assert set(summary) == set(expected) | {"params", "macs", "seconds", "config"}
+    assert summary["config"]["model"] == "tiny-dropout" and summary["config"]["limit_test_batches"] == 1
+
+
+def test_summary_counts_every_test_image_without_a_limit():
+    from types import SimpleNamespace
+
+    from e4net.analysis import Count
+    from e4net.train.outputs import run_summary
+
+    data = SimpleNamespace(train=[0] * 5, test=[0] * 7)
+    cfg = TrainConfig(limit_test_batches=None)
+    s = run_summary(
+        cfg, data, Count(1, 2), {}, steps=0, seconds=0.0, world_size=1, device=torch.device("cpu"), amp=False
+    )
+    assert s["test_images_evaluated"] == 7 and (s["params"], s["macs"]) == (1, 2)
+    cfg = TrainConfig(limit_test_batches=1, batch_size=3)
+    s = run_summary(
+        cfg, data, Count(1, 2), {}, steps=0, seconds=0.0, world_size=1, device=torch.device("cpu"), amp=False
+    )
+    assert s["test_images_evaluated"] == 7  # min(7, 1 x max(3, 256))
+    last = {"test_error": 1.5, "test_loss": 0.25, "val_error": 2.5, "epoch": 4}
+    s = run_summary(
+        cfg, data, Count(1, 2), last, steps=3, seconds=1.0, world_size=2, device=torch.device("cpu"), amp=True
+    )
+    assert (s["test_error"], s["test_loss"], s["val_error"], s["eval_epoch"]) == (1.5, 0.25, 2.5, 4)
+    assert (s["steps"], s["seconds"], s["world_size"], s["amp"]) == (3, 1.0, 2, True)
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    from e4net.train.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {tmp_path / 'none.pt'} not found$"):
+        load_checkpoint(tmp_path / "none.pt")
