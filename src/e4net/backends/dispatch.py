@@ -218,6 +218,7 @@ def aggregate(
     inputs = _Inputs.of(v, others)
     chosen = _choose(backend, inputs)
     fn = chosen.loader(inputs.spatial_dims)()  # the fallback implements both ranks
+    _last_run.set(chosen.name)
     try:
         if chosen.fuses_bias and kernel_bias is not None:
             return fn(v, kernel, index, stride, kernel_bias)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from ._geometry import check_aggregation_shapes
-from .dispatch import _choose, _Inputs, aggregate
+from .dispatch import _choose, _Inputs, _last_run, aggregate
 
 __all__ = ["aggregate_generated"]
 
@@ -63,6 +63,7 @@ def aggregate_generated(
         fused = chosen.load_generated_3d if v.dim() == 6 else (None if inputs.needs_grad else chosen.load_generated)
         if fused is not None:
             check_aggregation_shapes(v, torch.empty(kernel_shape, device="meta"), index, stride, kernel_bias)
+            _last_run.set(chosen.name)
             return fused()(v, hidden, weight, bias, index, stride)
     if make_kernels is not None:
         kernel = make_kernels()
