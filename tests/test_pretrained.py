@@ -58,9 +58,9 @@ def test_shipped_weights_reach_their_recorded_test_error(name, shared_data):
     final-epoch test error (to 0.05 points: summation order may flip a prediction or two across machines)."""
     record = pretrained_record(name)
     data_file = shared_data / record.data_file
-    from e4net.train.publish import sha256_of
+    from e4net.data import file_digest
 
-    if sha256_of(data_file) != record.data_sha256:
+    if file_digest(data_file, "sha256") != record.data_sha256:
         pytest.skip(f"{data_file} is not the file the weights were evaluated on")
     data = load_dataset("mnist-rot", shared_data, verify=False)
     model = create_model(name, pretrained=True)

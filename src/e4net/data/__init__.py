@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import DataError
+from ._files import DataError, file_digest
 from .loader import BatchLoader
 from .transforms import channel_stats
 
@@ -160,8 +160,24 @@ def load_dataset(
     )
 
 
+def data_file(name: str) -> str | None:
+    """The name of the official file a data set is read from (``mnist_rotation_new.zip``, the CIFAR archives);
+    None for the embedded data sets."""
+    if name == "mnist-rot":
+        from . import mnist_rot
+
+        return mnist_rot.ZIP_NAME
+    if name.startswith("cifar"):
+        from . import cifar
+
+        return cifar.SPECS[name]["archive"]
+    return None
+
+
 __all__ = [
     "DATASETS",
+    "data_file",
+    "file_digest",
     "NUM_CLASSES",
     "DataSet",
     "Split",

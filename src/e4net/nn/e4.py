@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from ..backends import aggregate_generated, check_backend
 from ..groups import Group, resolve
@@ -42,8 +43,6 @@ CONCAT_MODES = ("both", "kernel", "value", "none")
 
 def _observed(module: nn.Module) -> bool:
     """Whether forward hooks (the module's own or global ones) would see ``module`` run."""
-    from torch.nn.modules import module as torch_module
-
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks

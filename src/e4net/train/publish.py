@@ -7,7 +7,6 @@ command, data SHA-256, seed, epochs, final-epoch test error, normalisation, mach
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -15,22 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..data import data_file, file_digest
 from ..errors import E4NetError
 from ..models.pretrained import WEIGHTS_DIR, PretrainedRecord, save_pretrained
 from .load import checkpoint_file, load_trained
 from .outputs import SUMMARY
-
-DATA_FILES = {"mnist-rot": "mnist_rotation_new.zip", "cifar10": "cifar-10-python.tar.gz",
-              "cifar100": "cifar-100-python.tar.gz"}  # fmt: skip
-"""The file of each data set whose SHA-256 a record gives (the digits are embedded: no file)."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _commit() -> str:
@@ -68,13 +56,13 @@ def publish_weights(
     cfg = trained.config
     if summary.get("status") != "completed" or trained.epoch != cfg.get("epochs") or summary.get("test_error") is None:
         raise E4NetError(f"{run}: the run stopped at epoch {trained.epoch} of {cfg.get('epochs')}; finish it first")
-    data_name = DATA_FILES.get(trained.dataset)
-    data_file, digest = "", ""
+    data_name = data_file(trained.dataset)  # the digits are embedded: no file
+    digest = ""
     if data_name is not None:
         path = Path(cfg.get("data_root") or ".") / data_name
         if not path.is_file():
             raise E4NetError(f"{path}: the data set file of this run is needed for its SHA-256")
-        data_file, digest = data_name, sha256_of(path)
+        digest = file_digest(path, "sha256")
     norm = trained.normalisation
     record = PretrainedRecord(
         model=trained.name,
@@ -85,7 +73,7 @@ def publish_weights(
         if norm
         else {"scale": 1.0, "mean": None, "std": None},  # fmt: skip
         command=command,
-        data_file=data_file,
+        data_file=data_name or "",
         data_sha256=digest,
         seed=int(cfg.get("seed", 0)),
         epochs=int(trained.epoch),
