@@ -132,6 +132,27 @@ def test_torch_compile_eager_backend():
     assert max_equivariance_error(compiled, x, G) < 1e-5
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_torch_compile_fullgraph(training):
+    """The aggregation backend is chosen when dynamo traces (a constant of the graph), so a model with E4 layers
+    compiles to one graph (``fullgraph=True`` raises at any graph break) and matches eager, gradients included."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        enn.LiftingConv(1, 4, 3, P4), enn.E4Conv(4, 4, 3, P4, slices=2, bias=True), enn.GroupConv(4, 2, 1, P4)
+    ).train(training)
+    x = torch.randn(2, 1, 7, 7)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.set_grad_enabled(training):
+        y, ref = compiled(x), model(x)
+    assert torch.allclose(y, ref, atol=1e-5)
+    if training:
+        grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
+        refs = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+        for g, r in zip(grads, refs, strict=True):
+            assert torch.allclose(g, r, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.slow
 def test_torch_compile_inductor():
     G = P4

@@ -99,7 +99,7 @@ def cpu_allocator_tuned() -> bool:
 
 def advise_huge_pages(t: torch.Tensor) -> bool:
     """Ask the kernel to back ``t``'s (not yet touched) memory with huge pages; True if the call succeeded."""
-    if _madvise is None or t.device.type != "cpu":
+    if _madvise is None or t.device.type != "cpu" or torch.compiler.is_compiling():  # traced: no pointer to advise
         return False
     nbytes = t.untyped_storage().nbytes()
     if nbytes < _MIN_BYTES:

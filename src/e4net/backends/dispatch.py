@@ -7,6 +7,9 @@ From the declarations (:class:`~e4net.backends.contract.Backend`) registered wit
 * A named backend runs if it accepts the tensors and can run here; otherwise :data:`FALLBACK` (``"shift"``: any
   device and dtype, plain PyTorch).
 * Inside ``with use_backend(name):`` every aggregation uses ``name``, whatever its layer says.
+* Under ``torch.compile`` (dynamo) the choice is made once, when the graph is traced, and is a constant of the
+  graph (:func:`_traced_choice`): no graph break per layer. A ``use_backend`` block entered later does not retrace
+  a graph already compiled; a failing backend raises instead of falling back.
 * A backend that raises at run time on a device type it declares in ``recover_on`` (the Triton kernels failing to
   compile on some GPU) is marked unusable on that device type in this process, warned about once, and the call is
   dispatched again. Elsewhere its error propagates (a failure in the Triton interpreter on CPU is a bug).
@@ -180,6 +183,42 @@ def resolve_backend(
     return _choose(name, inputs).name
 
 
+class _TracedChoice:
+    """A backend chosen while dynamo traces, with its functions already imported (dynamo cannot trace the import)."""
+
+    def __init__(self, backend: Backend, spatial_dims: int) -> None:
+        self.backend = backend
+        self.function = backend.loader(spatial_dims)()
+        self.generated = backend.load_generated_3d if spatial_dims == 3 else backend.load_generated
+        self.generated = self.generated() if self.generated is not None else None
+
+
+_traced: dict[tuple[str, int], _TracedChoice] = {}
+
+
+@torch.compiler.assume_constant_result
+def _traced_choice(
+    name: str, device: str, dtype: torch.dtype, same_device: bool, same_dtype: bool, needs_grad: bool, dims: int
+) -> str:
+    """:func:`_choose` for dynamo: called once per trace with plain values, its result a constant of the graph; the
+    chosen backend's functions are imported here and kept in ``_traced``."""
+    chosen = _choose(name, _Inputs(device, dtype, same_device, same_dtype, needs_grad, dims))
+    if (chosen.name, dims) not in _traced:
+        _traced[chosen.name, dims] = _TracedChoice(chosen, dims)
+    return chosen.name
+
+
+def traced_choice(name: str, v: torch.Tensor, others: tuple[torch.Tensor, ...]) -> _TracedChoice:
+    """The choice of :func:`aggregate` while dynamo traces (``torch.compiler.is_compiling()``), without a graph
+    break: the inputs' facts go to :func:`_traced_choice` as plain values."""
+    dims = v.dim() - 3
+    needs_grad = torch.is_grad_enabled() and (v.requires_grad or any(t.requires_grad for t in others))
+    same_device = all(t.device == v.device for t in others)
+    same_dtype = all(t.dtype == v.dtype for t in others)
+    chosen = _traced_choice(name, v.device.type, v.dtype, same_device, same_dtype, needs_grad, dims)
+    return _traced[chosen, dims]
+
+
 def _mark_unusable(backend: Backend, device: str, exc: Exception) -> None:
     with _state.lock:
         if (backend.name, device) in _state.unusable:
@@ -215,6 +254,11 @@ def aggregate(
     """
     check_aggregation_shapes(v, kernel, index, stride, kernel_bias)
     others = (kernel,) if kernel_bias is None else (kernel, kernel_bias)
+    if torch.compiler.is_compiling():
+        traced = traced_choice(backend, v, others)
+        if traced.backend.fuses_bias and kernel_bias is not None:
+            return traced.function(v, kernel, index, stride, kernel_bias)
+        return traced.function(v, add_kernel_bias(kernel, kernel_bias), index, stride)
     inputs = _Inputs.of(v, others)
     chosen = _choose(backend, inputs)
     fn = chosen.loader(inputs.spatial_dims)()  # the fallback implements both ranks

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from ._geometry import check_aggregation_shapes
-from .dispatch import _choose, _Inputs, _last_run, aggregate
+from .dispatch import _choose, _Inputs, _last_run, aggregate, traced_choice
 
 __all__ = ["aggregate_generated"]
 
@@ -58,6 +58,13 @@ def aggregate_generated(
     kernel_bias = None if bias is None else bias.view(s, kk)
     if fuse:
         others = (hidden, weight) if bias is None else (hidden, weight, bias)
+        if torch.compiler.is_compiling():  # the choice as a constant of the traced graph (see dispatch)
+            traced = traced_choice(backend, v, others)
+            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (v, *others))
+            if traced.generated is not None and (v.dim() == 6 or not needs_grad):
+                check_aggregation_shapes(v, torch.empty(kernel_shape, device="meta"), index, stride, kernel_bias)
+                return traced.generated(v, hidden, weight, bias, index, stride)
+            return _stored(v, hidden, weight, index, stride, backend, make_kernels, kernel_shape, kernel_bias)
         inputs = _Inputs.of(v, others)
         chosen = _choose(backend, inputs)
         fused = chosen.load_generated_3d if v.dim() == 6 else (None if inputs.needs_grad else chosen.load_generated)
@@ -65,8 +72,23 @@ def aggregate_generated(
             check_aggregation_shapes(v, torch.empty(kernel_shape, device="meta"), index, stride, kernel_bias)
             _last_run.set(chosen.name)
             return fused()(v, hidden, weight, bias, index, stride)
+    return _stored(v, hidden, weight, index, stride, backend, make_kernels, kernel_shape, kernel_bias)
+
+
+def _stored(
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    stride: int,
+    backend: str,
+    make_kernels: Callable[[], torch.Tensor] | None,
+    kernel_shape: tuple[int, ...],
+    kernel_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """The unfused path: the kernels stored (the caller's ``make_kernels`` or one batched GEMM), then aggregated."""
     if make_kernels is not None:
         kernel = make_kernels()
     else:
-        kernel = torch.matmul(weight, hidden.reshape(b, nh, -1)).view(kernel_shape)
+        kernel = torch.matmul(weight, hidden.reshape(hidden.shape[0], hidden.shape[1], -1)).view(kernel_shape)
     return aggregate(v, kernel, index, stride, backend, kernel_bias=kernel_bias)

@@ -81,7 +81,7 @@ class _GroupConvBase(GroupAggregation):
         """The filter bank for ``forward``: cached in inference (module docstring), built afresh otherwise."""
         w = self.weight
         grad = torch.is_grad_enabled() and w.requires_grad
-        if self.training or grad or w.is_inference() or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or self.training or grad or w.is_inference():
             self._bank_cache = None
             return self.filter_bank()
         table, build = self.relative_position_index, self.filter_bank
