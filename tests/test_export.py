@@ -1,6 +1,8 @@
 """e4net.export: every layer and every registered model as standard PyTorch operations, equal to the model in eval
 mode (1e-5 relative in float32, batch norms folded with randomised statistics), needing nothing of e4net at run
-time; torch.export of the result; ONNX in onnxruntime (1e-4, dynamic batch, exactly invariant to the group)."""
+time; torch.export of the result; ONNX in onnxruntime (1e-4, dynamic batch, exactly invariant to the group). Pixel
+grids (p4, p4m) and voxel grids (O, Oh: the 3-D models and layers go through the same loops; more 3-D cases in
+tests/test_export_3d.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import nn
 
 import e4net
 from e4net.deploy import export, plain
+from e4net.groups import get as get_group
 from e4net.models import list_models, model_spec
 from e4net.nn import (
     AttentiveGroupConv,
@@ -34,31 +37,24 @@ from e4net.nn import (
     LiftingSelfAttention,
     SlotwiseLinear,
     SpatialAvgPool2d,
+    SpatialAvgPool3d,
     SpatialMaxPool2d,
+    SpatialMaxPool3d,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-#: The registered models of e4net itself (other test modules register tiny ones).
-MODELS = [
-    n
-    for n in list_models()
-    if model_spec(n).builder.__module__.startswith("e4net.") and len(model_spec(n).input_shape) == 3
-]  # the pixel-grid models: export does not cover the cube groups yet (refused, test below)
-
-
-def test_voxel_models_are_refused_with_one_clear_error():
-    from e4net.models import create_model
-
-    names = [n for n in list_models() if len(model_spec(n).input_shape) == 4]
-    assert names, "no voxel model is registered"
-    for name in names[:2]:
-        model = create_model(name)
-        with pytest.raises(TypeError, match="voxel grids .* not exportable yet"):
-            e4net.export(model)
-
-
+#: The registered models of e4net itself (other test modules register tiny ones), on pixel and voxel grids.
+MODELS = [n for n in list_models() if model_spec(n).builder.__module__.startswith("e4net.")]
 #: Models whose graph exports in a few seconds: in the default run; the others are marked slow (CI runs them too).
-QUICK = {"p4cnn"}
+QUICK = {"p4cnn", "e4net3d", "gcnn3d", "cnn3d"}
+#: ... and whose ONNX export does too (the exporter's cost grows with the graph: e4net3d's three E4 layers are 27
+#: shifted multiply-adds each, about 10 s).
+QUICK_ONNX = QUICK - {"e4net3d"}
+
+
+def test_the_voxel_models_are_among_the_registered_models():
+    assert {"e4net3d", "gcnn3d", "cnn3d"} <= set(MODELS)
+    assert {len(model_spec(n).input_shape) for n in MODELS} == {3, 4}  # (C, H, W) and (C, D, H, W)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -96,8 +92,8 @@ def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
     return model, torch.randn(2, *shape)
 
 
-def _model_params(names=MODELS):
-    return [pytest.param(n, marks=() if n in QUICK else pytest.mark.slow) for n in names]
+def _model_params(names=MODELS, quick=QUICK):
+    return [pytest.param(n, marks=() if n in quick else pytest.mark.slow) for n in names]
 
 
 # ---- layers ----------------------------------------------------------------------------------------------------------
@@ -137,6 +133,29 @@ LAYERS = {
     ),
     "pools-2": (lambda: nn.Sequential(GroupAvgPool(), GlobalMaxPool()), (3, 4, 5, 5)),
     "global-pools-keep-group": (lambda: nn.Sequential(GlobalMaxPool(False), nn.Flatten()), (3, 4, 5, 5)),
+    # voxel grids: the cube's rotations O (24) and with reflections Oh (48)
+    "lifting-O": (lambda: LiftingConv(2, 2, 3, "O", bias=True), (2, 5, 4, 3)),
+    "lifting-Oh-valid-stride2": (lambda: LiftingConv(1, 2, 2, "Oh", stride=2, padding="valid"), (1, 6, 6, 6)),
+    "group-O": (lambda: GroupConv(2, 2, 3, "O", bias=True), (2, 24, 4, 3, 5)),
+    "group-Oh-valid-even": (lambda: GroupConv(1, 2, 2, "Oh", padding="valid"), (1, 48, 3, 3, 3)),
+    "e4-O": (lambda: E4Conv(2, 4, 3, "O", slices=2), (2, 24, 3, 4, 5)),
+    "e4-Oh-stride2-bias": (lambda: E4Conv(2, 2, 3, "Oh", reduction=2, slices=1, stride=2, bias=True), (2, 48, 5, 5, 5)),
+    "e4-O-batch-norm": (lambda: E4Conv(2, 2, 3, "O", generator_norm="batch"), (2, 24, 3, 3, 3)),
+    "e4-O-concat-none-k5": (lambda: E4Conv(2, 2, 5, "O", concat="none"), (2, 24, 4, 4, 4)),
+    "instance-norm-O": (lambda: GroupInstanceNorm(3, "O"), (3, 24, 2, 3, 2)),
+    "batch-norm-Oh": (lambda: GroupBatchNorm(3, "Oh"), (3, 48, 2, 3, 2)),
+    "batch-norm-batch-stats-O": (lambda: GroupBatchNorm(3, "O", track_running_stats=False), (3, 24, 2, 3, 2)),
+    "pools-3d": (
+        lambda: nn.Sequential(
+            SpatialMaxPool3d(2), SpatialAvgPool3d(2), GroupMaxPool(), SpatialMaxPool3d(2), GlobalAvgPool(spatial_dims=3)
+        ),
+        (3, 24, 8, 8, 8),
+    ),
+    "global-pools-keep-group-3d": (
+        lambda: nn.Sequential(GlobalMaxPool(False, spatial_dims=3), nn.Flatten()),
+        (3, 24, 3, 2, 3),
+    ),
+    "global-pools-of-volumes": (lambda: nn.Sequential(GlobalAvgPool(False, spatial_dims=3)), (3, 2, 3, 2)),
 }
 
 
@@ -168,11 +187,11 @@ def test_the_original_model_is_not_changed():
 
 # ---- batch-norm folding -----------------------------------------------------------------------------------------------
 class _ConvBNPool(nn.Module):
-    def __init__(self, pool: nn.Module):
+    def __init__(self, pool: nn.Module, group: str = G4):
         super().__init__()
-        self.lift = LiftingConv(1, 3, 3, G4)
-        self.e4 = E4Conv(3, 4, 3, G4, slices=2)
-        self.bn1, self.pool, self.bn2 = GroupBatchNorm(4, G4), pool, GroupBatchNorm(3, G4)
+        self.lift = LiftingConv(1, 3, 3, group)
+        self.e4 = E4Conv(3, 4, 3, group, slices=2)
+        self.bn1, self.pool, self.bn2 = GroupBatchNorm(4, group), pool, GroupBatchNorm(3, group)
 
     def forward(self, x):
         return self.bn1(self.e4(self.bn2(self.pool(self.lift(x)))))
@@ -182,12 +201,17 @@ def _affines(module: nn.Module) -> int:
     return sum(isinstance(m, plain.FieldAffine) for m in module.modules())
 
 
+_POOLS = {2: (SpatialAvgPool2d, SpatialMaxPool2d), 3: (SpatialAvgPool3d, SpatialMaxPool3d)}
+
+
 @pytest.mark.parametrize("pool", ["avg", "max"])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_batch_norms_fold_into_the_layer_before_them(pool, sign):
+@pytest.mark.parametrize("group", [G4, "O"])
+def test_batch_norms_fold_into_the_layer_before_them(pool, sign, group):
     torch.manual_seed(0)
-    model = _ConvBNPool(SpatialAvgPool2d(2) if pool == "avg" else SpatialMaxPool2d(2))
-    x = torch.randn(4, 1, 8, 8)
+    d = get_group(group).spatial_dims
+    model = _ConvBNPool(_POOLS[d][pool == "max"](2), group)
+    x = torch.randn(4, 1, *[8 if d == 2 else 4] * d)
     randomise(model, x)
     with torch.no_grad():
         model.bn2.weight.mul_(sign)  # a negative scale does not commute with max pooling
@@ -198,7 +222,9 @@ def test_batch_norms_fold_into_the_layer_before_them(pool, sign):
     assert _affines(out) == (0 if folded_across_pool else 1)
 
 
-@pytest.mark.parametrize("name", _model_params(["e4net", "p4cnn", "r18", "p4-r18", "p4m-e4r18"]))
+@pytest.mark.parametrize(
+    "name", _model_params(["e4net", "p4cnn", "r18", "p4-r18", "p4m-e4r18", "e4net3d", "gcnn3d", "cnn3d"])
+)
 def test_every_batch_norm_of_the_paper_models_is_folded(name):
     model, _ = _model(name)
     assert _affines(export(model)) == 0
@@ -329,7 +355,7 @@ def onnx_runtime():
     return pytest.importorskip("onnxruntime", reason='ONNX tests need the "export" extra: pip install -e ".[export]"')
 
 
-@pytest.mark.parametrize("name", _model_params())
+@pytest.mark.parametrize("name", _model_params(quick=QUICK_ONNX))
 def test_onnx_matches_and_stays_invariant(name, onnx_runtime, tmp_path):
     from e4net.deploy.onnx import onnx_session, run_onnx, to_onnx
     from e4net.groups import get

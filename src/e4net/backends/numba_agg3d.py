@@ -1,4 +1,4 @@
-"""Fused CPU E4 aggregation on voxel grids (groups O, Oh): numba-compiled forward and backward, one autograd Function.
+"""Fused CPU E4 aggregation on voxel grids (groups O, Oh): numba-compiled forward and backward, as custom ops.
 
 Computes the formula of :mod:`e4net.backends` over a k x k x k neighbourhood (last step of Eq. 12 in 3-D),
 
@@ -17,6 +17,11 @@ back. Stride > 1 loops over the output voxels.
 
 Declared (in :mod:`e4net.backends.builtin`, ``NUMBA.load_3d``) for float32 / float64 CPU tensors of one dtype; the
 dispatcher sends it nothing else. Compiled on first use per dtype (``cache=True``).
+
+Both aggregations run as ``torch.library`` custom ops with fake implementations and registered autograd, like the
+2-D ops of :mod:`e4net.backends.numba_agg`: ``torch.export`` and ``torch.compile`` trace them as one node each
+(``torch.ops.e4net.numba_aggregate_3d``, ``torch.ops.e4net.numba_aggregate_generated_3d``; importing this module
+registers them) instead of failing on ``.numpy()`` of a fake tensor.
 """
 
 from __future__ import annotations
@@ -191,35 +196,71 @@ def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cove
                         dst[x] = src[x]
 
 
-def _arrays(v: torch.Tensor, kernel: torch.Tensor, index: torch.Tensor, kernel_bias: torch.Tensor | None):
-    s, kk = kernel.shape[1], kernel.shape[2]
-    bias = torch.zeros(s, kk, dtype=v.dtype) if kernel_bias is None else kernel_bias.detach().contiguous()
-    idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
-    return v.detach().contiguous().numpy(), kernel.detach().contiguous().numpy(), bias.numpy(), idx
+def _index_array(index: torch.Tensor) -> np.ndarray:
+    return index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
 
 
-class _Aggregate3d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v, kernel, index, stride, kernel_bias):  # type: ignore[override]
-        k = kernel_side(kernel.shape[2], 3)
-        out = torch.empty(v.shape[0], v.shape[1], v.shape[2], *kernel.shape[4:], dtype=v.dtype)
-        vn, kn, bn, idx = _arrays(v, kernel, index, kernel_bias)
-        _forward(vn, kn, bn, idx, k, stride, out.numpy())
-        ctx.save_for_backward(v, kernel, index, kernel_bias if kernel_bias is not None else torch.empty(0))
-        ctx.stride, ctx.has_bias = stride, kernel_bias is not None
-        return out
+def _needed(ctx, grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
+    """The gradients autograd asks for (``None`` for the others, and for ``index`` and ``stride``)."""
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None)
 
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        v, kernel, index, kernel_bias = ctx.saved_tensors
-        k = kernel_side(kernel.shape[2], 3)
-        gv = torch.empty_like(v, memory_format=torch.contiguous_format)
-        gk = torch.empty_like(kernel, memory_format=torch.contiguous_format)
-        vn, kn, bn, idx = _arrays(v, kernel, index, kernel_bias if ctx.has_bias else None)
-        _backward(vn, kn, bn, idx, k, ctx.stride, grad_out.detach().contiguous().numpy(), gv.numpy(), gk.numpy())
-        # the bias is added to every generated kernel volume: its gradient is grad_kernel summed over the rest
-        gb = gk.sum((0, 3, 4, 5, 6)) if ctx.has_bias and ctx.needs_input_grad[4] else None
-        return gv, gk, None, None, gb
+
+# ---- torch.library custom ops: visible to torch.export / torch.compile (fake tensors), differentiable -------------
+# The op bodies run the compiled kernels on real CPU tensors; the fake implementations give only the output's shape and
+# dtype, so tracing never calls ``.numpy()`` (the 2-D ops of numba_agg do the same).
+
+
+@torch.library.custom_op("e4net::numba_aggregate_3d", mutates_args=(), device_types="cpu")
+def numba_aggregate_3d(
+    v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """``v (B, C, |A|, D, H, W)``, ``kernel (B, s, k^3, |A|, D', H', W')``, ``kernel_bias (s, k^3)``, ``index (|A|,
+    k^3)`` -> ``(B, C, |A|, D', H', W')``, the bias added to every generated kernel while it is loaded."""
+    v, kernel, kbias = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous()
+    out = torch.empty(*v.shape[:3], *kernel.shape[4:], dtype=v.dtype)
+    k = kernel_side(kernel.shape[2], 3)
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy())
+    return out
+
+
+@numba_aggregate_3d.register_fake
+def _(v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return v.new_empty((*v.shape[:3], *kernel.shape[4:]))
+
+
+@torch.library.custom_op("e4net::numba_aggregate_3d_backward", mutates_args=(), device_types="cpu")
+def numba_aggregate_3d_backward(
+    grad_out: torch.Tensor, v: torch.Tensor, kernel: torch.Tensor, kernel_bias: torch.Tensor, index: torch.Tensor,
+    stride: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of :func:`numba_aggregate_3d` with respect to ``v``, ``kernel`` and ``kernel_bias``."""
+    v, kernel, kbias, go = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous(), grad_out.contiguous()
+    gv, gk = torch.empty_like(v), torch.empty_like(kernel)
+    k = kernel_side(kernel.shape[2], 3)
+    _backward(
+        v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, go.numpy(), gv.numpy(), gk.numpy()
+    )
+    # the bias is added to every generated kernel volume: its gradient is grad_kernel summed over the rest
+    return gv, gk, gk.sum((0, 3, 4, 5, 6))
+
+
+@numba_aggregate_3d_backward.register_fake
+def _(grad_out, v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return torch.empty_like(v), torch.empty_like(kernel), torch.empty_like(kernel_bias)
+
+
+def _setup_aggregate(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
+    v, kernel, kernel_bias, index, stride = inputs
+    ctx.save_for_backward(v, kernel, kernel_bias, index)
+    ctx.stride = stride
+
+
+def _backward_aggregate(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
+    v, kernel, kernel_bias, index = ctx.saved_tensors
+    return _needed(ctx, numba_aggregate_3d_backward(grad_out, v, kernel, kernel_bias, index, ctx.stride))
+
+
+numba_aggregate_3d.register_autograd(_backward_aggregate, setup_context=_setup_aggregate)
 
 
 def aggregate_numba_3d(
@@ -230,8 +271,11 @@ def aggregate_numba_3d(
     kernel_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fused 3-D aggregation: ``v (B, C, |A|, D, H, W)``, ``kernel (B, s, k^3, |A|, D', H', W')``, ``index
-    (|A|, k^3)``, optional ``kernel_bias (s, k^3)``; differentiable in ``v``, ``kernel`` and ``kernel_bias``."""
-    return _Aggregate3d.apply(v, kernel, index, stride, kernel_bias)
+    (|A|, k^3)``, optional ``kernel_bias (s, k^3)``; differentiable in ``v``, ``kernel`` and ``kernel_bias``.
+    Runs the custom op ``torch.ops.e4net.numba_aggregate_3d``."""
+    if kernel_bias is None:
+        kernel_bias = v.new_zeros(kernel.shape[1], kernel.shape[2])
+    return numba_aggregate_3d(v, kernel, kernel_bias, index, stride)
 
 
 # ---- the kernel generator's last linear map fused in (no k^3-fold kernel tensor) ------------------------------------
@@ -460,36 +504,62 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
                         dst[x] = src[x]
 
 
-class _AggregateGenerated3d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v, hidden, weight, bias, index, stride):  # type: ignore[override]
-        kk = index.shape[1]
-        k = kernel_side(kk, 3)
-        out = torch.empty(v.shape[0], v.shape[1], v.shape[2], *hidden.shape[3:], dtype=v.dtype)
-        b2 = torch.zeros(weight.shape[0], dtype=v.dtype) if bias is None else bias.detach().contiguous()
-        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
-        vn, hn = v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy()
-        _forward_generated(vn, hn, weight.detach().contiguous().numpy(), b2.numpy(), idx, k, stride, out.numpy())
-        ctx.save_for_backward(v, hidden, weight, b2, index)
-        ctx.stride, ctx.has_bias = stride, bias is not None
-        return out
+@torch.library.custom_op("e4net::numba_aggregate_generated_3d", mutates_args=(), device_types="cpu")
+def numba_aggregate_generated_3d(
+    v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, index: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """The 3-D aggregation of the kernels ``weight · hidden + bias`` generated in cache: ``hidden (B, C_h, |A|, D',
+    H', W')``, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` -> ``(B, C, |A|, D', H', W')``."""
+    v, hidden, weight, b2 = v.contiguous(), hidden.contiguous(), weight.contiguous(), bias.contiguous()
+    out = torch.empty(*v.shape[:3], *hidden.shape[3:], dtype=v.dtype)
+    k = kernel_side(index.shape[1], 3)
+    _forward_generated(
+        v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index), k, stride, out.numpy()
+    )
+    return out
 
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        v, hidden, weight, b2, index = ctx.saved_tensors
-        k = kernel_side(index.shape[1], 3)
-        splits = v.shape[0] * v.shape[2]
-        gv = torch.empty(v.shape, dtype=v.dtype)
-        gh = torch.empty(hidden.shape, dtype=v.dtype)
-        gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
-        gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
-        idx = index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
-        _backward_generated(
-            v.detach().contiguous().numpy(), hidden.detach().contiguous().numpy(), weight.detach().contiguous().numpy(),
-            b2.numpy(), idx, k, ctx.stride, grad_out.detach().contiguous().numpy(), gv.numpy(), gh.numpy(),
-            gw.numpy(), gb.numpy(),
-        )  # fmt: skip
-        return gv, gh, gw.sum(0), gb.sum(0) if ctx.has_bias else None, None, None
+
+@numba_aggregate_generated_3d.register_fake
+def _(v, hidden, weight, bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return v.new_empty((*v.shape[:3], *hidden.shape[3:]))
+
+
+@torch.library.custom_op("e4net::numba_aggregate_generated_3d_backward", mutates_args=(), device_types="cpu")
+def numba_aggregate_generated_3d_backward(
+    grad_out: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+    index: torch.Tensor, stride: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of :func:`numba_aggregate_generated_3d` with respect to ``v``, ``hidden``, ``weight`` and ``bias``
+    (per split ``(b, a)`` partial sums for ``weight`` and ``bias``, added here)."""
+    v, hidden, weight, b2, go = (t.contiguous() for t in (v, hidden, weight, bias, grad_out))
+    splits = v.shape[0] * v.shape[2]
+    gv, gh = torch.empty_like(v), torch.empty_like(hidden)
+    gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
+    gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
+    _backward_generated(
+        v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index), kernel_side(index.shape[1], 3),
+        stride, go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy(),
+    )  # fmt: skip
+    return gv, gh, gw.sum(0), gb.sum(0)
+
+
+@numba_aggregate_generated_3d_backward.register_fake
+def _(grad_out, v, hidden, weight, bias, index, stride):  # noqa: ANN001, ANN202 - the op's signature
+    return torch.empty_like(v), torch.empty_like(hidden), torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _setup_generated(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
+    v, hidden, weight, bias, index, stride = inputs
+    ctx.save_for_backward(v, hidden, weight, bias, index)
+    ctx.stride = stride
+
+
+def _backward_generated_op(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
+    v, hidden, weight, bias, index = ctx.saved_tensors
+    return _needed(ctx, numba_aggregate_generated_3d_backward(grad_out, v, hidden, weight, bias, index, ctx.stride))
+
+
+numba_aggregate_generated_3d.register_autograd(_backward_generated_op, setup_context=_setup_generated)
 
 
 def aggregate_generated_numba_3d(
@@ -503,5 +573,8 @@ def aggregate_generated_numba_3d(
     """The 3-D aggregation with kernels ``K = weight · hidden + bias`` generated in cache (never stored):
     ``hidden (B, C_h, |A|, D', H', W')`` on the output grid, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` or None;
     differentiable in ``v``, ``hidden``, ``weight`` and ``bias``. Same result as :func:`aggregate_numba_3d` on
-    those kernels (:func:`e4net.backends.aggregate_generated`)."""
-    return _AggregateGenerated3d.apply(v, hidden, weight, bias, index, stride)
+    those kernels (:func:`e4net.backends.aggregate_generated`). Runs the custom op
+    ``torch.ops.e4net.numba_aggregate_generated_3d``."""
+    if bias is None:
+        bias = v.new_zeros(weight.shape[0])
+    return numba_aggregate_generated_3d(v, hidden, weight, bias, index, stride)

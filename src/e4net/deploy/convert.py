@@ -5,14 +5,14 @@ replaced by its e4net-free counterpart of :mod:`e4net.deploy.plain` (the contain
 a residual block, are traced through: their forward becomes the generated code of the graph). Then:
 
 * lifting and group convolutions (Eq. 5) become one ``nn.Conv2d`` on their folded filter bank
-  (:meth:`e4net.nn.LiftingConv.filter_bank`);
+  (:meth:`e4net.nn.LiftingConv.filter_bank`), one ``nn.Conv3d`` for the cube groups O / Oh on voxel grids;
 * batch norms with running statistics become per-field affine maps and are folded into the layer before them when
   that layer ends in a per-field linear map (convolutions, 1x1 maps, the E4 layer through its V encoder,
-  self-attention through its output map), also across 2x2 average pooling, and across max pooling when every
-  scale is positive (then max commutes with the affine map);
+  self-attention through its output map), also across k x k (x k) average pooling, and across max pooling when
+  every scale is positive (then max commutes with the affine map);
 * the E4 layer (Eqs. 11-12) becomes 1x1 convolutions, the generator's instance norm in elementary operations, the
   relative-position table as a constant gather and the spatial aggregation as pad + shifted slices + multiply-add
-  (:class:`e4net.deploy.plain.E4Aggregation`);
+  over the k^2 (voxel grids: k^3) offsets (:class:`e4net.deploy.plain.E4Aggregation`);
 * dropout and identities disappear.
 
 The result is a ``torch.fx.GraphModule`` whose submodules are ``torch.nn`` modules and classes of
@@ -47,7 +47,9 @@ from ..nn import (
     LiftingSelfAttention,
     SlotwiseLinear,
     SpatialAvgPool2d,
+    SpatialAvgPool3d,
     SpatialMaxPool2d,
+    SpatialMaxPool3d,
 )
 from ..nn.aggregation import gather_relative
 from . import plain
@@ -61,6 +63,7 @@ CONVERTERS: dict[type, Converter] = {}
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, GroupBatchNorm)
+_CONVS = (nn.Conv2d, nn.Conv3d)
 
 
 def _converts(*types: type) -> Callable[[Converter], Converter]:
@@ -86,10 +89,12 @@ def convert_layer(module: nn.Module) -> nn.Module:
         return fn(module)
 
 
-def _conv2d(weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    """An ``nn.Conv2d`` holding ``weight (C_out, C_in, k, k)`` and ``bias``; its parameters need no gradient."""
-    cout, cin, k, _ = weight.shape
-    conv = nn.Conv2d(cin, cout, k, stride, padding, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, padding: int = 0) -> nn.Module:
+    """An ``nn.Conv2d`` holding ``weight (C_out, C_in, k, k)`` (an ``nn.Conv3d`` for ``(C_out, C_in, k, k, k)``) and
+    ``bias``; its parameters need no gradient."""
+    cout, cin, k = weight.shape[:3]
+    conv_nd = {4: nn.Conv2d, 5: nn.Conv3d}[weight.dim()]
+    conv = conv_nd(cin, cout, k, stride, padding, bias=bias is not None, device=weight.device, dtype=weight.dtype)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     if bias is not None:
         conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
@@ -104,19 +109,19 @@ def _pad(layer: LiftingConv | GroupConv) -> int:
 def _lifting(m: LiftingConv) -> nn.Module:
     n = m.group.order
     bias = m.bias.repeat_interleave(n) if m.bias is not None else None
-    return plain.LiftedConv2d(_conv2d(m.filter_bank(), bias, m.stride, _pad(m)), n)
+    return plain.LiftingConvNd(_conv(m.filter_bank(), bias, m.stride, _pad(m)), n)
 
 
 @_converts(GroupConv)
 def _group_conv(m: GroupConv) -> nn.Module:
     n = m.group.order
     bias = m.bias.repeat_interleave(n) if m.bias is not None else None
-    return plain.GroupConv2d(_conv2d(m.filter_bank(), bias, m.stride, _pad(m)), n)
+    return plain.GroupConvNd(_conv(m.filter_bank(), bias, m.stride, _pad(m)), n)
 
 
 @_converts(SlotwiseLinear)
 def _slotwise(m: SlotwiseLinear) -> nn.Module:
-    return plain.SlotwiseConv(_conv2d(m.weight[:, :, None, None], m.bias))
+    return plain.SlotwiseConv(_conv(m.weight[:, :, None, None], m.bias))
 
 
 def _affine_of(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +137,7 @@ def _affine_of(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch
 @_converts(*_BATCH_NORMS)
 def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     if m.running_mean is None:  # no running statistics: eval mode normalises with the batch's, like training
-        bn = nn.BatchNorm3d if isinstance(m, GroupBatchNorm) else type(m)
+        bn = plain.BatchStatsNorm if isinstance(m, GroupBatchNorm) else type(m)  # any rank (voxel grids: 6)
         out = bn(m.num_features, m.eps, m.momentum, m.affine, False, device=m.weight.device, dtype=m.weight.dtype)
         out.load_state_dict(m.state_dict())
         return out.eval()
@@ -153,7 +158,7 @@ def _e4(m: E4Conv) -> nn.Module:
     if isinstance(norm, plain.FieldAffine):  # generator_norm="batch": folded into W1
         reduce.fold_affine(norm.scale, norm.shift)
         norm = nn.Identity()
-    index = m.relative_position_index  # (|A|, k*k)
+    index = m.relative_position_index  # (|A|, k^d)
     n, kk = index.shape
     slot = torch.arange(n, device=index.device)
     kernel_index = (index * n + slot[:, None]).t().reshape(kk * n)  # entry u |A| + a: index[a, u] |A| + a
@@ -205,14 +210,15 @@ def _group_pool(m: nn.Module) -> nn.Module:
     return plain.GroupPool("max" if isinstance(m, GroupMaxPool) else "mean")
 
 
-@_converts(SpatialMaxPool2d, SpatialAvgPool2d)
-def _spatial_pool(m: SpatialMaxPool2d | SpatialAvgPool2d) -> nn.Module:
-    return plain.SpatialPool("max" if isinstance(m, SpatialMaxPool2d) else "avg", m.kernel_size)
+@_converts(SpatialMaxPool2d, SpatialAvgPool2d, SpatialMaxPool3d, SpatialAvgPool3d)
+def _spatial_pool(m: SpatialMaxPool2d | SpatialAvgPool2d | SpatialMaxPool3d | SpatialAvgPool3d) -> nn.Module:
+    kind = "max" if isinstance(m, (SpatialMaxPool2d, SpatialMaxPool3d)) else "avg"
+    return plain.SpatialPool(kind, m.kernel_size, m.spatial_dims)
 
 
 @_converts(GlobalMaxPool, GlobalAvgPool)
 def _global_pool(m: GlobalMaxPool | GlobalAvgPool) -> nn.Module:
-    return plain.GlobalPool("max" if isinstance(m, GlobalMaxPool) else "mean", m.group_pool)
+    return plain.GlobalPool("max" if isinstance(m, GlobalMaxPool) else "mean", m.group_pool, m.spatial_dims)
 
 
 @_converts(CenterCrop)
@@ -235,7 +241,7 @@ def _set_submodule(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
 def _fold_target(gm: fx.GraphModule, node: fx.Node, scale: torch.Tensor) -> fx.Node | None:
     """The node of the layer a per-field affine map after ``node`` can be folded into, or None.
 
-    Walks back over 2x2 pooling (average always; max when every scale is positive). Every node on the way must
+    Walks back over spatial pooling (average always; max when every scale is positive). Every node on the way must
     feed only the next one, and the layer must be called exactly once.
     """
     prev = node.args[0] if node.args else None
@@ -245,7 +251,7 @@ def _fold_target(gm: fx.GraphModule, node: fx.Node, scale: torch.Tensor) -> fx.N
             prev = prev.args[0]
             continue
         calls = sum(1 for n in gm.graph.nodes if n.op == "call_module" and n.target == prev.target)
-        foldable = hasattr(module, "fold_affine") or isinstance(module, nn.Conv2d)
+        foldable = hasattr(module, "fold_affine") or isinstance(module, _CONVS)
         return prev if foldable and calls == 1 else None
     return None
 
@@ -259,10 +265,10 @@ def _fold_affines(gm: fx.GraphModule) -> None:
         if target is None:
             continue
         layer = gm.get_submodule(target.target)
-        if isinstance(layer, nn.Conv2d):
+        if isinstance(layer, _CONVS):
             if layer.out_channels != affine.scale.numel():
                 continue
-            plain.fold_conv2d(layer, affine.scale, affine.shift)
+            plain.fold_conv(layer, affine.scale, affine.shift)
         else:
             layer.fold_affine(affine.scale, affine.shift)
         node.replace_all_uses_with(node.args[0])
@@ -277,14 +283,6 @@ def export(model: nn.Module) -> fx.GraphModule:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"export: expected a torch.nn.Module, got {type(model).__name__}")
-    voxel = sorted(
-        {type(m).__name__ for m in model.modules() if getattr(getattr(m, "group", None), "spatial_dims", 2) == 3}
-    )
-    if voxel:
-        raise TypeError(
-            f"export: models on voxel grids (the cube groups O / Oh) are not exportable yet; {type(model).__name__} "
-            f"has {', '.join(voxel)}. Export supports the pixel-grid groups p4 and p4m."
-        )
     source = copy.deepcopy(model).eval()
     if _find_converter(source) is not None:  # a single layer: trace it as the body of a container
         source = nn.Sequential(source)

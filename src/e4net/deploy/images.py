@@ -11,7 +11,8 @@ values scaled to [0, 1], then the training run's per-channel normalisation ``(x 
   antialiasing when shrinking, as PIL does); another aspect ratio is refused (crop it first).
 
 Every problem is one :class:`~e4net.errors.E4NetError` naming the file: missing, unreadable, not PNG / JPEG, wrong
-channels, wrong shape.
+channels, wrong shape. A model whose inputs are not images (the 3-D models' voxel volumes ``(C, D, H, W)``) is one
+E4NetError before any file is read.
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ def read_image(
     from PIL import Image
 
     path = Path(path)
+    if len(input_shape) != 3:
+        raise E4NetError(
+            f"image files (PNG / JPEG) are inputs of models on images (C, H, W); this model takes "
+            f"{'x'.join(map(str, input_shape))} inputs (voxel volumes C x D x H x W of a 3-D model), which no image "
+            "file gives"
+        )
     channels, height, width = (int(v) for v in input_shape)
     if channels not in (1, 3):
         raise E4NetError(f"images can feed models with 1 (grey) or 3 (RGB) channels, not {channels}")

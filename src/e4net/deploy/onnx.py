@@ -3,7 +3,7 @@ onnxruntime to run it.
 
 ``torch.onnx.export(..., dynamo=True)`` of the plain module: the E4 layers are 1x1 convolutions, a constant gather
 and shifted slices (:class:`e4net.deploy.plain.E4Aggregation`), which every ONNX runtime executes. The input is
-named ``images`` ``(batch, C, H, W)``, the output ``logits``. Needs the optional ``export`` extra
+named ``images`` ``(batch, C, H, W)`` (3-D models: ``(batch, C, D, H, W)``), the output ``logits``. Needs the optional ``export`` extra
 (``pip install "e4net[export]"``: onnx, onnxscript, onnxruntime); without it a clear :class:`~e4net.errors.E4NetError`.
 """
 
@@ -48,7 +48,7 @@ def require_onnx() -> None:
 def to_onnx(module: nn.Module, input_shape: tuple[int, ...], path: str | Path, *, batch: int = 2) -> Path:
     """Write ``module`` (a plain module from :func:`e4net.deploy.export`) to the ONNX file ``path``.
 
-    ``input_shape``: one example ``(C, H, W)``; the batch dimension is dynamic (the example batch ``batch`` must
+    ``input_shape``: one example ``(C, H, W)`` (or ``(C, D, H, W)``); the batch dimension is dynamic (the example batch ``batch`` must
     be at least 2 so the exporter does not specialise it). Returns the path.
     """
     require_onnx()

@@ -3,16 +3,20 @@
 Each class is the eval-mode forward of an e4net layer restated with standard operations and its weights folded into
 constants (buffers), so an exported model runs, pickles, traces (``torch.export``) and converts to ONNX with nothing
 of e4net but this one file (and ``torch.export`` / ONNX files need not even that). Layout as in e4net: images
-``(B, C, H, W)``, group feature maps ``(B, C, |A|, H, W)`` (:mod:`e4net.groups`).
+``(B, C, H, W)``, group feature maps ``(B, C, |A|, H, W)`` (:mod:`e4net.groups`); on voxel grids (the cube groups O,
+Oh) volumes ``(B, C, D, H, W)`` and group feature maps ``(B, C, |A|, D, H, W)``. The modules are generic over the
+number ``d`` of spatial dims: the convolutions hold an ``nn.Conv2d`` or an ``nn.Conv3d``, the others read ``d`` from
+their input's rank (or, for pooling, from the e4net layer they replace).
 
-* :class:`LiftedConv2d`, :class:`GroupConv2d` -- lifting and group convolutions (Eq. 5) as one ``nn.Conv2d`` on the
-  folded filter bank, with the reshapes between ``(B, C, |A|, H, W)`` and ``(B, C|A|, H, W)``;
+* :class:`LiftingConvNd`, :class:`GroupConvNd` -- lifting and group convolutions (Eq. 5) as one ``nn.Conv2d`` /
+  ``nn.Conv3d`` on the folded filter bank, with the reshapes between ``(B, C, |A|, *grid)`` and ``(B, C|A|, *grid)``;
 * :class:`SlotwiseConv` -- the same 1x1 map at every group slot (``N2(g) = {g}`` of Eq. 12);
 * :class:`FieldAffine` -- an eval-mode batch norm that could not be folded into the layer before it;
+  :class:`BatchStatsNorm` -- a group batch norm without running statistics (it normalises with the batch's);
 * :class:`FieldInstanceNorm` -- the E4 generator's per-example norm (``GroupNorm(C, C)``) in elementary operations;
 * :class:`E4Aggregation` -- the E4 layer (Eqs. 11-12): 1x1 convolutions for V and the kernel generator, the
   relative-position table as a constant gather, and the spatial aggregation (the formula of
-  :mod:`e4net.backends`) as pad + shifted slices + multiply-add over the k*k offsets;
+  :mod:`e4net.backends`) as pad + shifted slices + multiply-add over the k^d offsets (k*k, or k^3 on voxels);
 * :class:`SelfAttention`, :class:`AttentiveConv` -- Eq. 6 and the attentive group convolution, with the relative
   encodings / gathered weights as constants and ``unfold`` written as padded shifted slices;
 * pooling and :class:`CenterCrop`.
@@ -31,16 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "LiftedConv2d", "GroupConv2d", "SlotwiseConv", "FieldAffine", "FieldInstanceNorm", "E4Aggregation",
-    "SelfAttention", "AttentiveConv", "GroupPool", "SpatialPool", "GlobalPool", "CenterCrop", "fold_conv2d",
-    "shifted_windows",
+    "LiftingConvNd", "GroupConvNd", "SlotwiseConv", "FieldAffine", "BatchStatsNorm", "FieldInstanceNorm",
+    "E4Aggregation", "SelfAttention", "AttentiveConv", "GroupPool", "SpatialPool", "GlobalPool", "CenterCrop",
+    "fold_conv", "offset_slices", "shifted_windows",
 ]  # fmt: skip
 
 
-def fold_conv2d(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
+def fold_conv(conv: nn.Conv2d | nn.Conv3d, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """``conv(x) -> scale conv(x) + shift`` per output channel, in the weights of ``conv`` (a bias is added)."""
     with torch.no_grad():
-        w = conv.weight.double() * scale.double().view(-1, 1, 1, 1)
+        w = conv.weight.double() * scale.double().view(-1, *([1] * (conv.weight.dim() - 1)))
         b = shift.double() + scale.double() * (conv.bias.double() if conv.bias is not None else 0.0)
         conv.weight.copy_(w.to(conv.weight.dtype))
         if conv.bias is None:
@@ -49,26 +53,38 @@ def fold_conv2d(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> No
             conv.bias.copy_(b.to(conv.bias.dtype))
 
 
+def offset_slices(x: torch.Tensor, k: int, stride: int, out_grid: tuple[int, ...]) -> list[torch.Tensor]:
+    """The ``k^d`` strided views of the (already padded) ``x`` that a k x ... x k window reads over the last
+    ``d = len(out_grid)`` axes: view ``u`` (offsets ``(o_1, ..., o_d)`` row-major, ``u = o_1 k^(d-1) + ... + o_d``)
+    is ``x[..., o_1 + stride i_1, ..., o_d + stride i_d]`` over the output grid ``i``.
+
+    One slice per offset of the first axis, then each of those sliced along the next axis, ...: ``k + k^2 + ...``
+    slices, fewer graph nodes than ``d`` slices per offset.
+    """
+    views, d = [x], len(out_grid)
+    for axis, size in enumerate(out_grid):
+        rest = (slice(None),) * (d - 1 - axis)
+        views = [v[(..., slice(o, o + stride * (size - 1) + 1, stride), *rest)] for v in views for o in range(k)]
+    return views
+
+
 def shifted_windows(x: torch.Tensor, k: int, pad: int, stride: int = 1) -> torch.Tensor:
     """``x (B, C, H, W) -> (B, C, k*k, H', W')``: the k x k window of every output pixel, offsets row-major.
 
-    ``F.unfold`` written as zero padding and k*k shifted (strided) slices, which every graph format exports.
+    ``F.unfold`` written as zero padding and k*k shifted (strided) slices (:func:`offset_slices`), which every graph
+    format exports.
     """
     h, w = x.shape[-2], x.shape[-1]
     ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    cols = [
-        xp[..., dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
-        for dy in range(k)
-        for dx in range(k)
-    ]
-    return torch.stack(cols, 2)
+    return torch.stack(offset_slices(xp, k, stride, (ho, wo)), 2)
 
 
-class LiftedConv2d(nn.Module):
-    """A lifting convolution: ``conv`` (``C_out |A|`` output channels, field-major) then ``(B, C_out, |A|, H, W)``."""
+class LiftingConvNd(nn.Module):
+    """A lifting convolution: ``conv`` (``nn.Conv2d`` on images, ``nn.Conv3d`` on volumes; ``C_out |A|`` output
+    channels, field-major), then ``(B, C_out, |A|, *grid)``."""
 
-    def __init__(self, conv: nn.Conv2d, order: int):
+    def __init__(self, conv: nn.Conv2d | nn.Conv3d, order: int):
         super().__init__()
         self.conv, self.order = conv, order
 
@@ -76,29 +92,29 @@ class LiftedConv2d(nn.Module):
         return self.conv(x).unflatten(1, (-1, self.order))
 
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        fold_conv2d(self.conv, scale.repeat_interleave(self.order), shift.repeat_interleave(self.order))
+        fold_conv(self.conv, scale.repeat_interleave(self.order), shift.repeat_interleave(self.order))
 
 
-class GroupConv2d(LiftedConv2d):
-    """A group convolution: ``(B, C_in, |A|, H, W)`` flattened to ``C_in |A|`` channels, ``conv``, unflattened."""
+class GroupConvNd(LiftingConvNd):
+    """A group convolution: ``(B, C_in, |A|, *grid)`` flattened to ``C_in |A|`` channels, ``conv``, unflattened."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x.flatten(1, 2)).unflatten(1, (-1, self.order))
 
 
 class SlotwiseConv(nn.Module):
-    """The same 1x1 map ``C_in -> C_out`` at every pixel and group slot of ``(B, C_in, |A|, H, W)``."""
+    """The same 1x1 map ``C_in -> C_out`` at every pixel (voxel) and group slot of ``(B, C_in, |A|, *grid)``: a 1x1
+    ``nn.Conv2d`` on the group axis and all spatial axes but the last flattened into one."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[2]
-        return self.conv(x.flatten(2, 3)).unflatten(2, (n, -1))
+        return self.conv(x.flatten(2, -2)).unflatten(2, x.shape[2:-1])
 
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
-        fold_conv2d(self.conv, scale, shift)
+        fold_conv(self.conv, scale, shift)
 
 
 def _per_channel(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +131,15 @@ class FieldAffine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * _per_channel(self.scale, x) + _per_channel(self.shift, x)
+
+
+class BatchStatsNorm(nn.BatchNorm3d):
+    """Batch norm with the statistics of the batch itself (no running statistics, so eval mode normalises as
+    training does), per channel of ``(B, C, ...)`` of any rank: group feature maps on pixel and voxel grids."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 3:
+            raise ValueError(f"BatchStatsNorm: expected (B, C, ...) with spatial axes, got {tuple(input.shape)}")
 
 
 class FieldInstanceNorm(nn.Module):
@@ -137,13 +162,16 @@ class FieldInstanceNorm(nn.Module):
 
 
 class E4Aggregation(nn.Module):
-    """The E4 layer (Eqs. 11-12) on ``(B, C_in, |A|, H, W)`` in standard operations.
+    """The E4 layer (Eqs. 11-12) on ``(B, C_in, |A|, H, W)`` (or ``(B, C_in, |A|, D, H, W)``: ``d = 3`` spatial
+    dims, k x k x k kernels) in standard operations.
 
-    ``value`` (V) and ``reduce`` (W1) are :class:`GroupConv2d` / :class:`SlotwiseConv` 1x1 maps, ``norm`` the
+    ``value`` (V) and ``reduce`` (W1) are :class:`GroupConvNd` / :class:`SlotwiseConv` 1x1 maps, ``norm`` the
     generator's norm (or ``nn.Identity`` when a batch norm was folded into ``reduce``), ``span`` (W2, with the
-    static kernel bias) a :class:`SlotwiseConv` to ``s k*k`` channels. ``kernel_index`` (``k*k |A|``) is the
+    static kernel bias) a :class:`SlotwiseConv` to ``s k^d`` channels. ``kernel_index`` (``k^d |A|``) is the
     relative-position table as a gather: entry ``u |A| + a`` is ``index[a, u] |A| + a``, so the kernel of slot ``a``
-    at offset ``u`` is the generated kernel transformed by ``a``. Output channel ``c`` uses slice ``c mod s``.
+    at offset ``u`` is the generated kernel transformed by ``a``. Output channel ``c`` uses slice ``c mod s``. The
+    aggregation is zero padding ``k // 2`` and, per offset ``u`` (row-major, :func:`offset_slices`), one
+    multiply-add of a strided view of V with plane ``u`` of the transformed kernels.
     """
 
     def __init__(
@@ -166,24 +194,22 @@ class E4Aggregation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s, st = self.kernel_size, self.slices, self.stride
-        kk, p = k * k, k // 2
+        d = x.dim() - 3  # spatial dims: 2 (pixels), 3 (voxels)
+        kk, p = k**d, k // 2
         v = self.value(x)
-        xs = x[..., ::st, ::st] if st > 1 else x
-        t = self.span(F.relu(self.norm(self.reduce(xs))))  # (B, s k*k, |A|, H', W')
-        n, ho, wo = t.shape[2], t.shape[3], t.shape[4]
+        xs = x[(..., *[slice(None, None, st)] * d)] if st > 1 else x
+        t = self.span(F.relu(self.norm(self.reduce(xs))))  # (B, s k^d, |A|, *out_grid)
+        n, out_grid = t.shape[2], tuple(t.shape[3:])
         kt = t.unflatten(1, (s, kk)).flatten(2, 3).index_select(2, self.kernel_index).unflatten(2, (kk, n))
-        planes = kt.unsqueeze(1).unbind(3)  # k*k planes (B, 1, s, |A|, H', W')
-        vp = F.pad(v, (p, p, p, p)).unflatten(1, (-1, s))  # (B, C/s, s, |A|, H+2p, W+2p)
+        planes = kt.unsqueeze(1).unbind(3)  # k^d planes (B, 1, s, |A|, *out_grid)
+        vp = F.pad(v, (p,) * (2 * d)).unflatten(1, (-1, s))  # (B, C/s, s, |A|, *padded grid)
         out = None
-        for dy in range(k):  # one slice per row offset, then one per column offset: fewer graph nodes
-            rows = vp[..., dy : dy + st * (ho - 1) + 1 : st, :]
-            for dx in range(k):
-                patch, plane = rows[..., dx : dx + st * (wo - 1) + 1 : st], planes[dy * k + dx]
-                out = patch * plane if out is None else out.addcmul_(patch, plane)  # fused: 1.8x faster than +
+        for patch, plane in zip(offset_slices(vp, k, st, out_grid), planes):
+            out = patch * plane if out is None else out.addcmul_(patch, plane)  # fused: 1.8x faster than +
         assert out is not None
         out = out.flatten(1, 2)
         if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1, 1)
+            out = out + self.bias.view(1, -1, *([1] * (d + 1)))
         return out
 
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
@@ -335,35 +361,39 @@ class GroupPool(nn.Module):
 
 
 class SpatialPool(nn.Module):
-    """k x k max / average pooling with stride k of images or of every group slot of a group feature map."""
+    """k x k (``spatial_dims=3``: k x k x k) max / average pooling with stride k of images (volumes) or of every group
+    slot of a group feature map."""
 
-    def __init__(self, kind: str, kernel_size: int):
+    def __init__(self, kind: str, kernel_size: int, spatial_dims: int = 2):
         super().__init__()
-        self.kind, self.kernel_size = kind, kernel_size
+        self.kind, self.kernel_size, self.spatial_dims = kind, kernel_size, spatial_dims
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
+        if self.spatial_dims == 3:
+            return F.max_pool3d(x, k) if self.kind == "max" else F.avg_pool3d(x, k)
         return F.max_pool2d(x, k) if self.kind == "max" else F.avg_pool2d(x, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
+        if x.dim() == self.spatial_dims + 2:
             return self._pool(x)
         return self._pool(x.flatten(1, 2)).unflatten(1, (x.shape[1], x.shape[2]))
 
 
 class GlobalPool(nn.Module):
-    """Max / mean over space, and over the group axis when ``group_pool`` (or on images): ``(B, C)`` or
-    ``(B, C, |A|)``."""
+    """Max / mean over space (``spatial_dims`` axes), and over the group axis when ``group_pool`` (or on images /
+    volumes): ``(B, C)`` or ``(B, C, |A|)``."""
 
-    def __init__(self, kind: str, group_pool: bool):
+    def __init__(self, kind: str, group_pool: bool, spatial_dims: int = 2):
         super().__init__()
-        self.kind, self.group_pool = kind, group_pool
+        self.kind, self.group_pool, self.spatial_dims = kind, group_pool, spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.group_pool or x.dim() == 4:
+        if self.group_pool or x.dim() == self.spatial_dims + 2:
             y = x.flatten(2)
             return y.amax(-1) if self.kind == "max" else y.mean(-1)
-        return x.amax((-2, -1)) if self.kind == "max" else x.mean((-2, -1))
+        dims = tuple(range(-self.spatial_dims, 0))
+        return x.amax(dims) if self.kind == "max" else x.mean(dims)
 
 
 class CenterCrop(nn.Module):

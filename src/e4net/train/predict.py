@@ -26,12 +26,13 @@ __all__ = ["ModelSource", "load_source", "Prediction", "predict_files", "predict
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model in eval mode with what it takes as input: ``input_shape`` ``(C, H, W)``, ``normalisation`` of its
-    training run (None: inputs in [0, 1]); ``trained``: weights from a checkpoint or shipped ones."""
+    """A model in eval mode with what it takes as input: ``input_shape`` ``(C, H, W)`` (``(C, D, H, W)`` for a 3-D
+    model), ``normalisation`` of its training run (None: inputs in [0, 1]); ``trained``: weights from a checkpoint
+    or shipped ones."""
 
     model: nn.Module
     name: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     normalisation: Normalisation | None
     source: str
     trained: bool
@@ -49,7 +50,7 @@ def load_source(source: str | Path, *, pretrained: bool = False) -> ModelSource:
             raise E4NetError(f"--pretrained applies to registered model names, not to the run {path}")
         t = load_trained(path)
         shape = tuple(t.input_shape)
-        return ModelSource(t.model.eval(), t.name, shape, t.normalisation, str(t.source), True)  # type: ignore[arg-type]
+        return ModelSource(t.model.eval(), t.name, shape, t.normalisation, str(t.source), True)
     name = str(source)
     if name not in list_models():
         raise E4NetError(
