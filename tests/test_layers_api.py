@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 
+from e4net import groups
 from e4net import nn as enn
 from e4net.analysis import max_equivariance_error, randomize_
 from e4net.groups import P4, P4M
@@ -132,15 +133,18 @@ def test_torch_compile_eager_backend():
     assert max_equivariance_error(compiled, x, G) < 1e-5
 
 
+@pytest.mark.parametrize("group", ["p4", "O"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_torch_compile_fullgraph(training):
+def test_torch_compile_fullgraph(training, group):
     """The aggregation backend is chosen when dynamo traces (a constant of the graph), so a model with E4 layers
-    compiles to one graph (``fullgraph=True`` raises at any graph break) and matches eager, gradients included."""
+    compiles to one graph (``fullgraph=True`` raises at any graph break) and matches eager, gradients included
+    (on voxel grids too: the fused 3-D aggregation)."""
     torch.manual_seed(0)
+    G = groups.get(group)
     model = torch.nn.Sequential(
-        enn.LiftingConv(1, 4, 3, P4), enn.E4Conv(4, 4, 3, P4, slices=2, bias=True), enn.GroupConv(4, 2, 1, P4)
+        enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2, bias=True), enn.GroupConv(4, 2, 1, G)
     ).train(training)
-    x = torch.randn(2, 1, 7, 7)
+    x = torch.randn(2, 1, *(5,) * G.spatial_dims)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.set_grad_enabled(training):
