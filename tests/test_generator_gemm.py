@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from e4net.nn import GroupConv
+from e4net.nn import GroupConv, _gemm
 from e4net.nn.linear import SlotwiseLinear
 
 
@@ -69,4 +69,30 @@ def test_shared_weight_bmm_gradcheck(b, m, k, n):
     got = torch.autograd.grad(shared_weight_bmm(w, x), (w, x), g)
     exp = torch.autograd.grad(torch.einsum("mk,bkn->bmn", w, x), (w, x), g)
     for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.skipif(_gemm._onednn_linear is None, reason="this torch build has no oneDNN linear op")
+@pytest.mark.parametrize("b,m,k,n", [(3, 8, 6, 10), (2, 5, 16, 33)])
+def test_shared_weight_bmm_onednn_way(b, m, k, n, monkeypatch):
+    """The oneDNN way (float32 CPU, from ``ONEDNN_MIN_MACS`` multiply-adds per example; lowered here so that small
+    shapes take it) computes the same product and gradients as ``einsum``, also on a non-contiguous input, and
+    neither way is taken in float64 or below the threshold."""
+    monkeypatch.setattr(_gemm, "ONEDNN_MIN_MACS", m * k * n)
+    monkeypatch.setattr(_gemm, "ONEDNN_MIN_K", k)
+    torch.manual_seed(3)
+    w = torch.randn(m, k, requires_grad=True)
+    x_full = torch.randn(b, k, 2 * n, requires_grad=True)
+    x = x_full[..., ::2]  # a strided view, as E4Conv's generator may pass
+    assert _gemm._use_onednn(w, x)
+    assert not _gemm._use_onednn(w.double(), x.double())
+    assert not _gemm._use_onednn(w, x[..., :-1])  # one multiply-add per example short of the threshold
+    with monkeypatch.context() as patch:
+        patch.setattr(_gemm, "ONEDNN_MIN_MACS", 0)
+        assert not _gemm._use_onednn(w[:, 1:], x[:, 1:])  # one input channel short
+    y = _gemm.shared_weight_bmm(w, x)
+    ref = torch.einsum("mk,bkn->bmn", w, x)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    for a, e in zip(torch.autograd.grad(y, (w, x_full), g), torch.autograd.grad(ref, (w, x_full), g), strict=True):
         torch.testing.assert_close(a, e)

@@ -43,7 +43,7 @@ AUTHORS = "authors' E4-Net"
 
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("E4 aggregation", ("aggregate",)),
-    ("GEMM (1x1 maps, linear)", ("bmm", "aten::mm", "addmm", "matmul", "_sharedweightbmm")),
+    ("GEMM (1x1 maps, linear)", ("bmm", "aten::mm", "addmm", "matmul", "_sharedweightbmm", "linear_pointwise")),
     ("convolution", ("convolution", "conv2d", "conv3d")),
     ("norms", ("batch_norm", "group_norm")),
     ("pooling", ("pool",)),
