@@ -163,9 +163,11 @@ def test_torch_compile_inductor():
     model = torch.nn.Sequential(
         enn.LiftingConv(1, 4, 3, G), enn.E4Conv(4, 4, 3, G, slices=2), enn.GroupConv(4, 2, 3, G)
     )
-    x = torch.randn(2, 1, 7, 7)
-    compiled = torch.compile(model)
-    assert torch.allclose(compiled(x), model(x), atol=1e-4)
+    torch._dynamo.reset()  # independent of the shapes earlier tests compiled these forwards with
+    compiled = torch.compile(model, dynamic=False)
+    for size in (7, 9):  # a second input size recompiles (dynamic=False: see docs/performance.md on dynamic shapes)
+        x = torch.randn(2, 1, size, size)
+        assert torch.allclose(compiled(x), model(x), atol=1e-4)
 
 
 @pytest.mark.gpu
