@@ -141,6 +141,74 @@ def test_fused_generator_only_where_declared(monkeypatch):
         aggregate_generated(v, hidden, w[:, :1], bias_, index)
 
 
+# The register-blocked kernels (stride 1, generated per (hidden, channels per slice, k)) against the generic numba
+# kernels. Grids whose accumulator spans several tiles of _numba_blocked3d.CHUNK with a ragged last one, k = 3 and 5,
+# several slices, float64 and float32; the last case is e4net3d's layer shape.
+BLOCKED_CASES = [
+    ("O", 2, 4, 2, 3, 3, (9, 7, 11), torch.float64),
+    ("Oh", 1, 3, 1, 2, 5, (5, 6, 7), torch.float64),
+    ("O", 2, 8, 2, 8, 3, (8, 8, 8), torch.float32),
+]
+
+
+@pytest.mark.parametrize("case", BLOCKED_CASES, ids=["O-k3-f64", "Oh-k5-f64", "O-e4net3d-f32"])
+def test_blocked_kernels_match_generic(case, monkeypatch):
+    """Outputs and the gradients of v, hidden, W2 and b2 of the blocked kernels equal the generic ones'."""
+    import e4net.backends._numba_blocked3d as blocked
+    import e4net.backends.numba_agg3d as numba_agg3d
+
+    name, b, c, s, hc, k, size, dtype = case
+    assert blocked.supported(hc, c // s, k)
+    used = []
+    real = blocked.kernels
+    monkeypatch.setattr(blocked, "kernels", lambda *a: used.append(a) or real(*a))
+    v, hidden, w, bias_, index = _generated_inputs(GROUPS[name], b, c, s, hc, k, size, 1, dtype, seed=3)
+    go = torch.randn(b, c, GROUPS[name].order, *size, dtype=dtype, generator=torch.Generator().manual_seed(5))
+    results = []
+    for on in (False, True):
+        monkeypatch.setattr(numba_agg3d, "BLOCKED", on)
+        out = aggregate_generated(v, hidden, w, bias_, index, 1, "numba")
+        results.append((out, *torch.autograd.grad(out, (v, hidden, w, bias_), go)))
+    assert used and set(used) == {(hc, c // s, k)}, "the blocked kernels were not used"
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for what, r, x in zip(("out", "grad_v", "grad_hidden", "grad_weight", "grad_bias"), *results):
+        err = float((x - r).abs().max() / r.abs().max())
+        assert err < tol, f"{what}: {err:.2e}"
+
+
+def test_blocked_kernels_only_where_generated(monkeypatch):
+    """Stride 2, and layers too wide for the register tile, take the generic kernels (and still match the
+    reference)."""
+    import e4net.backends._numba_blocked3d as blocked
+
+    assert not blocked.supported(blocked.MAX_REGISTERS, 1, 3) and not blocked.supported(4, 2, 7)
+    monkeypatch.setattr(blocked, "kernels", lambda *a: pytest.fail(f"blocked kernels asked for {a}"))
+    for hc, stride in ((blocked.MAX_REGISTERS, 1), (2, 2)):
+        v, hidden, w, bias_, index = _generated_inputs(O, 1, 2, 2, hc, 3, (3, 5, 3), stride, torch.float64)
+        out = aggregate_generated(v, hidden, w, bias_, index, stride, "numba")
+        ref = aggregate_generated(v, hidden, w, bias_, index, stride, "reference")
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_blocked_kernel_modules(tmp_path, monkeypatch):
+    """The generated module is written once under $E4NET_CACHE_DIR, named after its source (never stale); an
+    unusable cache directory falls back to a temporary one."""
+    import e4net.backends._numba_blocked3d as blocked
+
+    monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path))
+    first = blocked.kernels.__wrapped__(2, 1, 3)
+    assert first.path.parent == tmp_path / "numba-kernels" and first.path.name.startswith("blocked3d_h2_c1_k3_")
+    assert blocked.kernels.__wrapped__(2, 1, 3).path == first.path
+    assert first.path.read_text() == blocked.module_source(2, 1, 3)
+    assert blocked.module_source(2, 1, 3) != blocked.module_source(2, 1, 5)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path / "file"))  # cannot hold a directory
+    fallback = blocked.kernels.__wrapped__(2, 1, 3)
+    assert tmp_path not in fallback.path.parents and fallback.path.read_text() == first.path.read_text()
+    with pytest.raises(ValueError, match="no blocked 3-D kernels"):
+        blocked.kernels.__wrapped__(blocked.MAX_REGISTERS, 1, 3)
+
+
 def test_dispatcher_routes_by_rank():
     v, ker, index, kb = _inputs(O, 1, 2, 2, 3, (3, 3, 3), 1, torch.float32)
     assert resolve_backend("auto", v, ker, kb) == "numba"  # the fused CPU kernel declares voxel grids too

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
+from . import _numba_blocked3d as _blocked
 from ._geometry import kernel_side
+from ._numba_voxels import load_hidden as _load_hidden
+from ._numba_voxels import load_padded as _load_padded
 
 __all__ = ["aggregate_numba_3d", "aggregate_generated_numba_3d"]
 
@@ -54,19 +57,6 @@ def _load_kernels(kf, kbias, index, b, j, a, na, grid, rs, rw, kx):  # pragma: n
                 dst = row[z * rs + y * rw : z * rs + y * rw + wo]
                 for x in range(wo):
                     dst[x] = src[x] + kbu
-
-
-@njit(cache=True, fastmath=True)
-def _load_padded(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
-    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` (pitches ``(h + 2p)(w + 2p)``, ``w + 2p``)."""
-    hp, wp = h + 2 * p, w + 2 * p
-    for z in range(d):
-        for y in range(h):
-            o = ((z + p) * hp + y + p) * wp + p
-            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
-            dst = vp[o : o + w]
-            for x in range(w):
-                dst[x] = src[x]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -286,22 +276,6 @@ def aggregate_numba_3d(
 # volumes from h in cache, and the backward pass turns grad_kernel into grad_h, grad_W2 and grad_b2 in cache too.
 
 
-@njit(cache=True, fastmath=True)
-def _load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
-    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
-    do, ho, wo = grid[0], grid[1], grid[2]
-    ovol = do * ho * wo
-    for q in range(nh):
-        base = ((b * nh + q) * na + a) * ovol
-        row = hx[q]
-        for z in range(do):
-            for y in range(ho):
-                src = hf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
-                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
-                for x in range(wo):
-                    dst[x] = src[x]
-
-
 CHUNK = 512  # accumulator entries per tile: the k^3 generated kernel rows of a tile stay in L1/L2
 
 
@@ -504,6 +478,17 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
                         dst[x] = src[x]
 
 
+# ---- stride 1: the register-blocked loops of _numba_blocked3d, generated per (hidden, channels per slice, k) --------
+
+BLOCKED = True
+"""Whether stride-1 calls take the register-blocked loops (:mod:`e4net.backends._numba_blocked3d`) where they are
+generated; ``False`` keeps the generic kernels above (for comparisons: tests and benchmarks toggle it)."""
+
+
+def _blocked_for(stride: int, nh: int, cs: int, k: int) -> bool:
+    return BLOCKED and stride == 1 and _blocked.supported(nh, cs, k)
+
+
 @torch.library.custom_op("e4net::numba_aggregate_generated_3d", mutates_args=(), device_types="cpu")
 def numba_aggregate_generated_3d(
     v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, index: torch.Tensor, stride: int
@@ -513,9 +498,12 @@ def numba_aggregate_generated_3d(
     v, hidden, weight, b2 = v.contiguous(), hidden.contiguous(), weight.contiguous(), bias.contiguous()
     out = torch.empty(*v.shape[:3], *hidden.shape[3:], dtype=v.dtype)
     k = kernel_side(index.shape[1], 3)
-    _forward_generated(
-        v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index), k, stride, out.numpy()
-    )
+    cs = v.shape[1] // (weight.shape[0] // index.shape[1])
+    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
+    if _blocked_for(stride, hidden.shape[1], cs, k):
+        _blocked.kernels(hidden.shape[1], cs, k).forward(*args, out.numpy(), get_num_threads())
+    else:
+        _forward_generated(*args, k, stride, out.numpy())
     return out
 
 
@@ -536,10 +524,14 @@ def numba_aggregate_generated_3d_backward(
     gv, gh = torch.empty_like(v), torch.empty_like(hidden)
     gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
     gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
-    _backward_generated(
-        v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index), kernel_side(index.shape[1], 3),
-        stride, go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy(),
-    )  # fmt: skip
+    k = kernel_side(index.shape[1], 3)
+    cs = v.shape[1] // (weight.shape[0] // index.shape[1])
+    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
+    grads = (go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
+    if _blocked_for(stride, hidden.shape[1], cs, k):
+        _blocked.kernels(hidden.shape[1], cs, k).backward(*args, *grads, get_num_threads())
+    else:
+        _backward_generated(*args, k, stride, *grads)
     return gv, gh, gw.sum(0), gb.sum(0)
 
 

@@ -1,0 +1,346 @@
+"""Register-blocked fused 3-D aggregation with generated kernels (stride 1): numba code generated per shape.
+
+The generic split-level kernels of :mod:`e4net.backends.numba_agg3d` (``_forward_generated`` /
+``_backward_generated``) generate each tile's k^3 kernel rows ``K_u = W2[u] h + b2[u]`` into memory and read them
+back once per channel: about three loads or stores per multiply-add, a quarter of the core's FMA rate. The loops
+here keep the hidden features, the generated kernel values and the channels' accumulators in registers. For that,
+the numbers that set the register tile -- ``nh`` hidden features, ``cs`` channels per slice and the side ``k`` (one
+row of ``k`` offsets ``dx`` at a time) -- must be constants of the compiled code, so the loop bodies are written out
+as Python source for each ``(nh, cs, k)`` (:func:`module_source`), saved to a file under :func:`cache_dir` and
+compiled by numba with ``cache=True``: the first use on a machine compiles (about 10 s), later processes load the
+machine code.
+
+Per split ``(b, a)``, slice ``j`` and tile of :data:`CHUNK` accumulator entries:
+
+* forward, for each row ``(dz, dy)`` of the neighbourhood: ``acc_c[i] += sum_dx (b_u + sum_q W_uq h_q[i]) v_c[i +
+  shift_u]`` with ``u = (dz, dy, dx)``;
+* backward: ``gk_u[i] = sum_c g_c[i] v_c[i + shift_u]`` and ``gh_q[i] += sum_dx W_uq gk_u[i]`` row by row (``gk``
+  kept in a tile), then per offset ``u``: ``gv_c[i + shift_u] += K_u[i] g_c[i]`` (the kernel regenerated in
+  registers), ``gW_uq += sum_i gk_u[i] h_q[i]`` and ``gb_u += sum_i gk_u[i]``.
+
+The loops read and write several rows of the same buffers at run-time offsets, so LLVM's vectorizer needs more
+run-time overlap checks than its default limit (128) allows: :func:`_allow_overlap_checks` raises that limit in
+numba's LLVM (process-wide; it only lets more loops vectorize) before these kernels are compiled. Results equal the
+generic kernels' up to float rounding (another order of the sums); ``tests/test_backends_3d.py`` compares them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numba
+
+CHUNK = 512
+"""Accumulator entries per tile: the tile's rows of ``h``, ``g``, the accumulators and ``gk`` stay in L1 / L2."""
+
+MAX_REGISTERS = 24
+"""Largest ``nh + cs`` written out: the hidden features and the accumulators of one voxel lane are kept in vector
+registers (32 on AVX-512); beyond that they would spill, and the bodies take long to compile. Larger layers, and
+``k > 5``, use the generic kernels (:func:`supported`)."""
+
+
+def supported(nh: int, cs: int, k: int) -> bool:
+    """Whether the blocked kernels are generated for ``nh`` hidden features, ``cs`` channels per slice, side ``k``."""
+    return nh >= 1 and cs >= 1 and nh + cs <= MAX_REGISTERS and 1 <= k <= 5
+
+
+@functools.cache
+def _allow_overlap_checks() -> None:
+    import llvmlite.binding as llvm
+
+    llvm.set_option("", "-vectorize-memory-check-threshold=4096")
+
+
+def _joined(terms: list[str]) -> str:
+    return " + ".join(terms)
+
+
+def forward_source(nh: int, cs: int, k: int) -> str:
+    """Source of ``forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span)``: ``acc (cs, n)`` of one split
+    (accumulator layout: ``slabs`` slabs of ``pitch`` entries, of which the first ``span`` are computed), from ``hx
+    (nh, n)``, the padded value rows ``vps (cs, P)``, the split's kernel map ``wsel (k^3, nh)`` / ``bsel (k^3,)`` and
+    the offsets' flat shifts ``shift (k^3,)``."""
+    ds, qs, cs_ = range(k), range(nh), range(cs)
+    body = [
+        "def forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span):",
+        "    for i0, m in tiles(slabs, pitch, span):",
+    ]
+    body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
+    body += [f"        a{c} = acc[{c}, i0:i0 + m]" for c in cs_]
+    body += [f"        a{c}[:] = 0" for c in cs_]
+    body.append(f"        for r in range({k * k}):")
+    body.append(f"            u0 = r * {k}")
+    for d in ds:
+        body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
+        body.append(f"            b{d} = bsel[u0 + {d}]")
+        body.append(f"            s{d} = shift[u0 + {d}] + i0")
+        body += [f"            v{c}_{d} = vps[{c}, s{d}:s{d} + m]" for c in cs_]
+    body.append("            for i in range(m):")
+    body += [f"                x{q} = h{q}[i]" for q in qs]
+    body += [f"                t{c} = a{c}[i]" for c in cs_]
+    for d in ds:
+        body.append(f"                kv = b{d} + " + _joined([f"w{d}_{q} * x{q}" for q in qs]))
+        body += [f"                t{c} += kv * v{c}_{d}[i]" for c in cs_]
+    body += [f"                a{c}[i] = t{c}" for c in cs_]
+    return "\n".join(body) + "\n"
+
+
+def backward_source(nh: int, cs: int, k: int) -> str:
+    """Source of ``backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb)`` for
+    one split ``(b, j, a)`` (layout as :func:`forward_source`): adds to ``gvps (cs, P)`` (padded layout), ``ghx (nh, n)``, ``gw (k^3, nh)`` and ``gb (k^3,)``, from
+    ``gx (cs, n)`` (grad_out in the accumulator layout, scratch entries 0); ``gkt (k^3, CHUNK)`` is scratch."""
+    ds, qs, cs_ = range(k), range(nh), range(cs)
+    kk = k**3
+    body = [
+        "def backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb):",
+        "    for i0, m in tiles(slabs, pitch, span):",
+    ]
+    body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
+    body += [f"        gh{q} = ghx[{q}, i0:i0 + m]" for q in qs]
+    body += [f"        g{c} = gx[{c}, i0:i0 + m]" for c in cs_]
+    # rows (dz, dy): the kernels' gradient gk_u = sum_c g_c v_c(shifted), kept in gkt, and grad_h = sum_u W_u^T gk_u
+    body.append(f"        for r in range({k * k}):")
+    body.append(f"            u0 = r * {k}")
+    for d in ds:
+        body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
+        body.append(f"            s{d} = shift[u0 + {d}] + i0")
+        body += [f"            v{c}_{d} = vps[{c}, s{d}:s{d} + m]" for c in cs_]
+        body.append(f"            k{d} = gkt[u0 + {d}, 0:m]")
+    body.append("            for i in range(m):")
+    body += [f"                y{c} = g{c}[i]" for c in cs_]
+    for d in ds:
+        body.append(f"                e{d} = " + _joined([f"y{c} * v{c}_{d}[i]" for c in cs_]))
+        body.append(f"                k{d}[i] = e{d}")
+    for q in qs:
+        body.append(f"                gh{q}[i] += " + _joined([f"w{d}_{q} * e{d}" for d in ds]))
+    # offsets u: grad_v (the kernel regenerated in registers), grad_W2 and grad_b2 (reductions over the tile)
+    body.append(f"        for u in range({kk}):")
+    body += [f"            w_{q} = wsel[u, {q}]" for q in qs]
+    body.append("            bu = bsel[u]")
+    body.append("            su = shift[u] + i0")
+    body += [f"            gv{c} = gvps[{c}, su:su + m]" for c in cs_]
+    body.append("            ku = gkt[u, 0:m]")
+    body.append("            sb = gb[u] * 0")
+    body += [f"            sw{q} = sb" for q in qs]
+    body.append("            for i in range(m):")
+    body += [f"                x{q} = h{q}[i]" for q in qs]
+    body.append("                e = ku[i]")
+    body.append("                sb += e")
+    body += [f"                sw{q} += e * x{q}" for q in qs]
+    body.append("                kv = bu + " + _joined([f"w_{q} * x{q}" for q in qs]))
+    body += [f"                gv{c}[i] += kv * g{c}[i]" for c in cs_]
+    body.append("            gb[u] += sb")
+    body += [f"            gw[u, {q}] += sw{q}" for q in qs]
+    return "\n".join(body) + "\n"
+
+
+_SPLITS = """
+@njit(cache=True)
+def tiles(slabs, pitch, span):  # (start, length) of the tiles, up to the last slab's first h rows
+    end = (slabs - 1) * pitch + span
+    out = []
+    for i0 in range(0, end, CHUNK):
+        out.append((i0, min(CHUNK, end - i0)))
+    return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slices inside: h is loaded once
+    nb, nc, na, d, h, w = v.shape
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    grid = np.array([d, h, w])
+    p = K // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    n = d * hp * wp
+    vol = d * h * w
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
+    shift = np.empty(kk, dtype=np.int64)
+    for u in range(kk):
+        shift[u] = ((u // (K * K)) * hp + (u // K) % K) * wp + u % K
+    splits = nb * na
+    workers = max(1, min(threads, splits))
+    for worker in prange(workers):  # buffers once per worker: their padding stays 0, only the interiors are loaded
+        vps = np.zeros((CS, padded), dtype=v.dtype)
+        hx = np.zeros((NH, n), dtype=v.dtype)
+        acc = np.empty((CS, n), dtype=v.dtype)
+        wsel = np.empty((kk, NH), dtype=v.dtype)
+        bsel = np.empty(kk, dtype=v.dtype)
+        for t in range(worker, splits, workers):
+            b = t // na
+            a = t % na
+            load_hidden(hf, b, a, na, NH, grid, hp * wp, wp, hx)
+            for j in range(ns):
+                for u in range(kk):
+                    o = j * kk + index[a, u]
+                    bsel[u] = b2[o]
+                    for q in range(NH):
+                        wsel[u, q] = w2[o, q]
+                for ci in range(CS):
+                    load_padded(vf, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w, p, vps[ci])
+                forward_tiles(hx, vps, acc, wsel, bsel, shift, d, hp * wp, h * wp)
+                for ci in range(CS):
+                    ob = ((b * nc + j + ci * ns) * na + a) * vol
+                    for z in range(d):
+                        for y in range(h):
+                            dst = of[ob + (z * h + y) * w : ob + (z * h + y + 1) * w]
+                            src = acc[ci, (z * hp + y) * wp : (z * hp + y) * wp + w]
+                            for x in range(w):
+                                dst[x] = src[x]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split over (b, a): gh[b, :, a] has one writer
+    nb, nc, na, d, h, w = v.shape
+    kk = index.shape[1]
+    ns = w2.shape[0] // kk
+    grid = np.array([d, h, w])
+    p = K // 2
+    hp, wp = h + 2 * p, w + 2 * p
+    rs = hp * wp
+    n = d * rs
+    vol = d * h * w
+    padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
+    vf, hf, gof, gvf, ghf = v.reshape(-1), hid.reshape(-1), gout.reshape(-1), gv.reshape(-1), gh.reshape(-1)
+    shift = np.empty(kk, dtype=np.int64)
+    for u in range(kk):
+        shift[u] = ((u // (K * K)) * hp + (u // K) % K) * wp + u % K
+    splits = nb * na
+    workers = max(1, min(threads, splits))
+    for worker in prange(workers):
+        vps = np.zeros((CS, padded), dtype=v.dtype)
+        gvps = np.empty((CS, padded), dtype=v.dtype)
+        hx = np.zeros((NH, n), dtype=v.dtype)
+        ghx = np.empty((NH, n), dtype=v.dtype)
+        gx = np.zeros((CS, n), dtype=v.dtype)  # grad_out in the accumulator layout (scratch entries stay 0)
+        gkt = np.empty((kk, CHUNK), dtype=v.dtype)
+        wsel = np.empty((kk, NH), dtype=v.dtype)
+        bsel = np.empty(kk, dtype=v.dtype)
+        gws = np.empty((kk, NH), dtype=v.dtype)
+        gbs = np.empty(kk, dtype=v.dtype)
+        for t in range(worker, splits, workers):
+            b = t // na
+            a = t % na
+            load_hidden(hf, b, a, na, NH, grid, rs, wp, hx)
+            ghx[:] = 0
+            for j in range(ns):
+                for u in range(kk):
+                    o = j * kk + index[a, u]
+                    bsel[u] = b2[o]
+                    gbs[u] = 0
+                    for q in range(NH):
+                        wsel[u, q] = w2[o, q]
+                        gws[u, q] = 0
+                for ci in range(CS):
+                    c = j + ci * ns
+                    load_padded(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
+                    ob = ((b * nc + c) * na + a) * vol
+                    for z in range(d):
+                        for y in range(h):
+                            src = gof[ob + (z * h + y) * w : ob + (z * h + y + 1) * w]
+                            dst = gx[ci, z * rs + y * wp : z * rs + y * wp + w]
+                            for x in range(w):
+                                dst[x] = src[x]
+                gvps[:] = 0
+                backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, d, rs, h * wp, gkt, gws, gbs)
+                for u in range(kk):
+                    o = j * kk + index[a, u]
+                    gb[t, o] += gbs[u]
+                    for q in range(NH):
+                        gw[t, o, q] += gws[u, q]
+                for ci in range(CS):
+                    vb = ((b * nc + j + ci * ns) * na + a) * vol
+                    for z in range(d):
+                        for y in range(h):
+                            o = ((z + p) * hp + y + p) * wp + p
+                            dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
+                            src = gvps[ci, o : o + w]
+                            for x in range(w):
+                                dst[x] = src[x]
+            for q in range(NH):
+                base = ((b * NH + q) * na + a) * vol
+                for z in range(d):
+                    for y in range(h):
+                        dst = ghf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
+                        src = ghx[q, z * rs + y * wp : z * rs + y * wp + w]
+                        for x in range(w):
+                            dst[x] = src[x]
+"""
+
+
+def module_source(nh: int, cs: int, k: int) -> str:
+    """The whole generated module for ``(nh, cs, k)``: the two tile loops and the split-level kernels ``forward(v,
+    hid, w2, b2, index, out, threads)`` / ``backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads)`` (the arguments of
+    :func:`e4net.backends.numba_agg3d._forward_generated` / ``_backward_generated`` at stride 1; ``gw`` / ``gb``
+    per split ``(b, a)``)."""
+    jit = "@njit(fastmath=True, cache=True)\n"
+    return (
+        f"# generated by e4net.backends._numba_blocked3d for nh={nh}, cs={cs}, k={k}; numba {numba.__version__}\n"
+        "import numpy as np\n"
+        "from numba import njit, prange\n\n"
+        "from e4net.backends._numba_voxels import load_hidden, load_padded\n\n"
+        f"NH, CS, K, CHUNK = {nh}, {cs}, {k}, {CHUNK}\n\n\n"
+        + jit
+        + forward_source(nh, cs, k)
+        + "\n\n"
+        + jit
+        + backward_source(nh, cs, k)
+        + "\n"
+        + _SPLITS
+    )
+
+
+def cache_dir() -> Path:
+    """Where the generated modules (and numba's cache of their machine code, in ``__pycache__``) are kept:
+    ``$E4NET_CACHE_DIR``, else ``$XDG_CACHE_HOME/e4net``, else ``~/.cache/e4net``; then ``numba-kernels``."""
+    root = os.environ.get("E4NET_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "e4net"
+    )
+    return Path(root) / "numba-kernels"
+
+
+def _fingerprint(source: str) -> str:
+    """Names the module file after everything its compiled code depends on, so numba's cache is never stale: the
+    source, the shared loaders (compiled into it) and numba's version."""
+    voxels = Path(__file__).with_name("_numba_voxels.py").read_bytes()
+    return hashlib.sha256(source.encode() + voxels).hexdigest()[:20]  # the source names numba's version
+
+
+def _write(directory: Path, name: str, source: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if not path.exists() or path.read_text() != source:
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)  # atomic: processes compiling the same kernels at once never see half a file
+    return path
+
+
+@functools.cache
+def kernels(nh: int, cs: int, k: int) -> SimpleNamespace:
+    """The compiled split-level kernels for ``(nh, cs, k)`` (``.forward``, ``.backward``), from the module written
+    to :func:`cache_dir` (numba caches their machine code beside it: compiled once per machine, about 10 s). Where
+    that directory is not writable, a temporary one is used (compiled once per process)."""
+    if not supported(nh, cs, k):
+        raise ValueError(f"no blocked 3-D kernels for nh={nh}, cs={cs}, k={k} (see supported())")
+    _allow_overlap_checks()
+    source = module_source(nh, cs, k)
+    name = f"blocked3d_h{nh}_c{cs}_k{k}_{_fingerprint(source)}.py"
+    try:
+        path = _write(cache_dir(), name, source)
+    except OSError:
+        path = _write(Path(tempfile.mkdtemp(prefix="e4net-numba-")), name, source)
+    spec = importlib.util.spec_from_file_location(f"e4net_generated_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache of the parallel kernels refers to the module by name
+    spec.loader.exec_module(module)
+    return SimpleNamespace(forward=module.forward, backward=module.backward, path=path)

@@ -1,0 +1,39 @@
+"""Copies between torch's contiguous voxel volumes and the numba 3-D kernels' padded flat buffers (compiled helpers
+shared by :mod:`e4net.backends.numba_agg3d` and the generated kernels of :mod:`e4net.backends._numba_blocked3d`).
+
+A volume ``(d, h, w)`` is stored "wide": slab pitch ``rs``, row pitch ``rw`` (``(h + 2p)(w + 2p)`` and ``w + 2p``
+at stride 1), so that each offset of a k x k x k neighbourhood is one constant shift of a flat array.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True, fastmath=True)
+def load_padded(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
+    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` (pitches ``(h + 2p)(w + 2p)``, ``w + 2p``)."""
+    hp, wp = h + 2 * p, w + 2 * p
+    for z in range(d):
+        for y in range(h):
+            o = ((z + p) * hp + y + p) * wp + p
+            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
+            dst = vp[o : o + w]
+            for x in range(w):
+                dst[x] = src[x]
+
+
+@njit(cache=True, fastmath=True)
+def load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
+    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
+    do, ho, wo = grid[0], grid[1], grid[2]
+    ovol = do * ho * wo
+    for q in range(nh):
+        base = ((b * nh + q) * na + a) * ovol
+        row = hx[q]
+        for z in range(do):
+            for y in range(ho):
+                src = hf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
+                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
+                for x in range(wo):
+                    dst[x] = src[x]
