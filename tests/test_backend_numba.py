@@ -22,7 +22,7 @@ from e4net.nn import E4Conv
 
 pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend is not registered")
 
-from e4net.backends import numba_agg  # noqa: E402
+from e4net.backends import _numba_blocked, numba_agg  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,6 +196,10 @@ def test_default_model_exports_with_the_fused_kernel_in_the_graph():
     torch.testing.assert_close(program.module()(x), model(x))
 
 
+def _spy(op, name: str, calls: list):  # noqa: ANN001, ANN202
+    return lambda *a: calls.append(name) or op(*a)
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     gi=st.sampled_from([0, 1]),
@@ -224,28 +228,34 @@ def test_kernels_generated_inside_the_aggregation_equal_the_stored_ones(gi, s, m
     index = group.relative_position_index(k)
     kernel = torch.einsum("oc,bcnyx->bonyx", weight, hidden).reshape(2, s, k * k, n, ho, wo)
     calls = []
-    orig = numba_agg.numba_aggregate_generated
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(numba_agg, "numba_aggregate_generated", lambda *a: calls.append(1) or orig(*a))
+        for name in ("numba_aggregate_generated", "numba_aggregate_generated_blocked"):  # generic / register-blocked
+            mp.setattr(numba_agg, name, _spy(getattr(numba_agg, name), name, calls))
         flat = kb.reshape(-1) if kb is not None else None
         got = aggregate_generated(v, hidden, weight, flat, index, stride, "numba")
-    assert calls, "the generating kernel did not run"
+    blocked = stride == 1 and _numba_blocked.supported(ch, m, k)
+    assert calls == ["numba_aggregate_generated_blocked" if blocked else "numba_aggregate_generated"], calls
     torch.testing.assert_close(got, aggregate(v, kernel, index, stride, "reference", kernel_bias=kb))
 
 
 def test_e4conv_inference_generates_kernels_in_place_and_training_stores_them(monkeypatch):
-    """E4Conv under no_grad takes the generating kernel (same output as the reference backend); with gradients it
-    stores the kernels and takes the differentiable op."""
+    """E4Conv under no_grad takes the generating kernel, register-blocked or generic (same output as the reference
+    backend); with gradients it stores the kernels and takes the differentiable op."""
     torch.manual_seed(0)
     layer = E4Conv(4, 4, 3, "p4m", reduction=2, slices=2).double().eval()
     x = torch.randn(2, 4, 8, 7, 7, dtype=torch.float64)
     used = []
-    for name in ("numba_aggregate_generated", "numba_aggregate"):
+    for name in ("numba_aggregate_generated", "numba_aggregate_generated_blocked", "numba_aggregate"):
         orig = getattr(numba_agg, name)
         monkeypatch.setattr(numba_agg, name, lambda *a, _o=orig, _n=name: used.append(_n) or _o(*a))
     with torch.no_grad():
         y = layer(x)
-    assert used == ["numba_aggregate_generated"]
+    assert used == ["numba_aggregate_generated_blocked"]  # stride 1, the register tile fits
+    used.clear()
+    monkeypatch.setattr(_numba_blocked, "ENABLED", False)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), y)
+    assert used == ["numba_aggregate_generated"]  # the generic generating kernel
     used.clear()
     y_grad = layer(x)
     assert used == ["numba_aggregate"]

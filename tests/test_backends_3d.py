@@ -142,7 +142,7 @@ def test_fused_generator_only_where_declared(monkeypatch):
 
 
 # The register-blocked kernels (stride 1, generated per (hidden, channels per slice, k)) against the generic numba
-# kernels. Grids whose accumulator spans several tiles of _numba_blocked3d.CHUNK with a ragged last one, k = 3 and 5,
+# kernels. Grids whose accumulator spans several tiles of _numba_blocked.CHUNK with a ragged last one, k = 3 and 5,
 # several slices, float64 and float32; the last case is e4net3d's layer shape.
 BLOCKED_CASES = [
     ("O", 2, 4, 2, 3, 3, (9, 7, 11), torch.float64),
@@ -154,8 +154,7 @@ BLOCKED_CASES = [
 @pytest.mark.parametrize("case", BLOCKED_CASES, ids=["O-k3-f64", "Oh-k5-f64", "O-e4net3d-f32"])
 def test_blocked_kernels_match_generic(case, monkeypatch):
     """Outputs and the gradients of v, hidden, W2 and b2 of the blocked kernels equal the generic ones'."""
-    import e4net.backends._numba_blocked3d as blocked
-    import e4net.backends.numba_agg3d as numba_agg3d
+    import e4net.backends._numba_blocked as blocked
 
     name, b, c, s, hc, k, size, dtype = case
     assert blocked.supported(hc, c // s, k)
@@ -166,7 +165,7 @@ def test_blocked_kernels_match_generic(case, monkeypatch):
     go = torch.randn(b, c, GROUPS[name].order, *size, dtype=dtype, generator=torch.Generator().manual_seed(5))
     results = []
     for on in (False, True):
-        monkeypatch.setattr(numba_agg3d, "BLOCKED", on)
+        monkeypatch.setattr(blocked, "ENABLED", on)
         out = aggregate_generated(v, hidden, w, bias_, index, 1, "numba")
         results.append((out, *torch.autograd.grad(out, (v, hidden, w, bias_), go)))
     assert used and set(used) == {(hc, c // s, k)}, "the blocked kernels were not used"
@@ -179,7 +178,7 @@ def test_blocked_kernels_match_generic(case, monkeypatch):
 def test_blocked_kernels_only_where_generated(monkeypatch):
     """Stride 2, and layers too wide for the register tile, take the generic kernels (and still match the
     reference)."""
-    import e4net.backends._numba_blocked3d as blocked
+    import e4net.backends._numba_blocked as blocked
 
     assert not blocked.supported(blocked.MAX_REGISTERS, 1, 3) and not blocked.supported(4, 2, 7)
     monkeypatch.setattr(blocked, "kernels", lambda *a: pytest.fail(f"blocked kernels asked for {a}"))
@@ -193,7 +192,7 @@ def test_blocked_kernels_only_where_generated(monkeypatch):
 def test_blocked_kernel_modules(tmp_path, monkeypatch):
     """The generated module is written once under $E4NET_CACHE_DIR, named after its source (never stale); an
     unusable cache directory falls back to a temporary one."""
-    import e4net.backends._numba_blocked3d as blocked
+    import e4net.backends._numba_blocked as blocked
 
     monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path))
     first = blocked.kernels.__wrapped__(2, 1, 3)

@@ -1,5 +1,5 @@
 """Copies between torch's contiguous voxel volumes and the numba 3-D kernels' padded flat buffers (compiled helpers
-shared by :mod:`e4net.backends.numba_agg3d` and the generated kernels of :mod:`e4net.backends._numba_blocked3d`).
+shared by :mod:`e4net.backends.numba_agg3d` and the generated kernels of :mod:`e4net.backends._numba_blocked`).
 
 A volume ``(d, h, w)`` is stored "wide": slab pitch ``rs``, row pitch ``rw`` (``(h + 2p)(w + 2p)`` and ``w + 2p``
 at stride 1), so that each offset of a k x k x k neighbourhood is one constant shift of a flat array.

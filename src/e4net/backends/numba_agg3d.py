@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from numba import get_num_threads, njit, prange
 
-from . import _numba_blocked3d as _blocked
+from . import _numba_blocked as _blocked
 from ._geometry import kernel_side
 from ._numba_voxels import load_hidden as _load_hidden
 from ._numba_voxels import load_padded as _load_padded
@@ -478,17 +478,6 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
                         dst[x] = src[x]
 
 
-# ---- stride 1: the register-blocked loops of _numba_blocked3d, generated per (hidden, channels per slice, k) --------
-
-BLOCKED = True
-"""Whether stride-1 calls take the register-blocked loops (:mod:`e4net.backends._numba_blocked3d`) where they are
-generated; ``False`` keeps the generic kernels above (for comparisons: tests and benchmarks toggle it)."""
-
-
-def _blocked_for(stride: int, nh: int, cs: int, k: int) -> bool:
-    return BLOCKED and stride == 1 and _blocked.supported(nh, cs, k)
-
-
 @torch.library.custom_op("e4net::numba_aggregate_generated_3d", mutates_args=(), device_types="cpu")
 def numba_aggregate_generated_3d(
     v: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, index: torch.Tensor, stride: int
@@ -500,7 +489,7 @@ def numba_aggregate_generated_3d(
     k = kernel_side(index.shape[1], 3)
     cs = v.shape[1] // (weight.shape[0] // index.shape[1])
     args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
-    if _blocked_for(stride, hidden.shape[1], cs, k):
+    if _blocked.applies(stride, hidden.shape[1], cs, k):
         _blocked.kernels(hidden.shape[1], cs, k).forward(*args, out.numpy(), get_num_threads())
     else:
         _forward_generated(*args, k, stride, out.numpy())
@@ -528,7 +517,7 @@ def numba_aggregate_generated_3d_backward(
     cs = v.shape[1] // (weight.shape[0] // index.shape[1])
     args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
     grads = (go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
-    if _blocked_for(stride, hidden.shape[1], cs, k):
+    if _blocked.applies(stride, hidden.shape[1], cs, k):
         _blocked.kernels(hidden.shape[1], cs, k).backward(*args, *grads, get_num_threads())
     else:
         _backward_generated(*args, k, stride, *grads)

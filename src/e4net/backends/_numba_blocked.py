@@ -1,4 +1,8 @@
-"""Register-blocked fused 3-D aggregation with generated kernels (stride 1): numba code generated per shape.
+"""Register-blocked fused aggregation with generated kernels (stride 1): numba code generated per shape.
+
+Used by the numba backend on voxel grids (:mod:`e4net.backends.numba_agg3d`, forward and backward) and, for
+inference, on pixel grids (:mod:`e4net.backends.numba_agg`): a pixel grid is a volume of depth 1 whose k x k
+neighbourhood is the middle slab of the k x k x k one (``dims=2``).
 
 The generic split-level kernels of :mod:`e4net.backends.numba_agg3d` (``_forward_generated`` /
 ``_backward_generated``) generate each tile's k^3 kernel rows ``K_u = W2[u] h + b2[u]`` into memory and read them
@@ -46,9 +50,20 @@ registers (32 on AVX-512); beyond that they would spill, and the bodies take lon
 ``k > 5``, use the generic kernels (:func:`supported`)."""
 
 
+ENABLED = True
+"""Whether the numba backend takes these kernels where they apply (:func:`applies`); ``False`` keeps its generic
+kernels (for comparisons: tests and benchmarks toggle it)."""
+
+
 def supported(nh: int, cs: int, k: int) -> bool:
     """Whether the blocked kernels are generated for ``nh`` hidden features, ``cs`` channels per slice, side ``k``."""
     return nh >= 1 and cs >= 1 and nh + cs <= MAX_REGISTERS and 1 <= k <= 5
+
+
+def applies(stride: int, nh: int, cs: int, k: int) -> bool:
+    """Whether a call of the numba backend with these sizes runs the blocked kernels: :data:`ENABLED`, stride 1 and
+    :func:`supported`."""
+    return ENABLED and stride == 1 and supported(nh, cs, k)
 
 
 @functools.cache
@@ -62,7 +77,7 @@ def _joined(terms: list[str]) -> str:
     return " + ".join(terms)
 
 
-def forward_source(nh: int, cs: int, k: int) -> str:
+def forward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """Source of ``forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span)``: ``acc (cs, n)`` of one split
     (accumulator layout: ``slabs`` slabs of ``pitch`` entries, of which the first ``span`` are computed), from ``hx
     (nh, n)``, the padded value rows ``vps (cs, P)``, the split's kernel map ``wsel (k^3, nh)`` / ``bsel (k^3,)`` and
@@ -75,7 +90,7 @@ def forward_source(nh: int, cs: int, k: int) -> str:
     body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
     body += [f"        a{c} = acc[{c}, i0:i0 + m]" for c in cs_]
     body += [f"        a{c}[:] = 0" for c in cs_]
-    body.append(f"        for r in range({k * k}):")
+    body.append(f"        for r in range({k ** (dims - 1)}):")
     body.append(f"            u0 = r * {k}")
     for d in ds:
         body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
@@ -92,12 +107,12 @@ def forward_source(nh: int, cs: int, k: int) -> str:
     return "\n".join(body) + "\n"
 
 
-def backward_source(nh: int, cs: int, k: int) -> str:
+def backward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """Source of ``backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb)`` for
     one split ``(b, j, a)`` (layout as :func:`forward_source`): adds to ``gvps (cs, P)`` (padded layout), ``ghx (nh, n)``, ``gw (k^3, nh)`` and ``gb (k^3,)``, from
     ``gx (cs, n)`` (grad_out in the accumulator layout, scratch entries 0); ``gkt (k^3, CHUNK)`` is scratch."""
     ds, qs, cs_ = range(k), range(nh), range(cs)
-    kk = k**3
+    kk = k**dims
     body = [
         "def backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb):",
         "    for i0, m in tiles(slabs, pitch, span):",
@@ -106,7 +121,7 @@ def backward_source(nh: int, cs: int, k: int) -> str:
     body += [f"        gh{q} = ghx[{q}, i0:i0 + m]" for q in qs]
     body += [f"        g{c} = gx[{c}, i0:i0 + m]" for c in cs_]
     # rows (dz, dy): the kernels' gradient gk_u = sum_c g_c v_c(shifted), kept in gkt, and grad_h = sum_u W_u^T gk_u
-    body.append(f"        for r in range({k * k}):")
+    body.append(f"        for r in range({k ** (dims - 1)}):")
     body.append(f"            u0 = r * {k}")
     for d in ds:
         body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
@@ -165,7 +180,7 @@ def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slic
     vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
     shift = np.empty(kk, dtype=np.int64)
     for u in range(kk):
-        shift[u] = ((u // (K * K)) * hp + (u // K) % K) * wp + u % K
+        shift[u] = ((u // (K * K) if DIMS == 3 else p) * hp + (u // K) % K) * wp + u % K
     splits = nb * na
     workers = max(1, min(threads, splits))
     for worker in prange(workers):  # buffers once per worker: their padding stays 0, only the interiors are loaded
@@ -212,7 +227,7 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
     vf, hf, gof, gvf, ghf = v.reshape(-1), hid.reshape(-1), gout.reshape(-1), gv.reshape(-1), gh.reshape(-1)
     shift = np.empty(kk, dtype=np.int64)
     for u in range(kk):
-        shift[u] = ((u // (K * K)) * hp + (u // K) % K) * wp + u % K
+        shift[u] = ((u // (K * K) if DIMS == 3 else p) * hp + (u // K) % K) * wp + u % K
     splits = nb * na
     workers = max(1, min(threads, splits))
     for worker in prange(workers):
@@ -276,23 +291,23 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
 """
 
 
-def module_source(nh: int, cs: int, k: int) -> str:
+def module_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """The whole generated module for ``(nh, cs, k)``: the two tile loops and the split-level kernels ``forward(v,
     hid, w2, b2, index, out, threads)`` / ``backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads)`` (the arguments of
     :func:`e4net.backends.numba_agg3d._forward_generated` / ``_backward_generated`` at stride 1; ``gw`` / ``gb``
     per split ``(b, a)``)."""
     jit = "@njit(fastmath=True, cache=True)\n"
     return (
-        f"# generated by e4net.backends._numba_blocked3d for nh={nh}, cs={cs}, k={k}; numba {numba.__version__}\n"
+        f"# generated by e4net.backends._numba_blocked for nh={nh}, cs={cs}, k={k}; numba {numba.__version__}\n"
         "import numpy as np\n"
         "from numba import njit, prange\n\n"
         "from e4net.backends._numba_voxels import load_hidden, load_padded\n\n"
-        f"NH, CS, K, CHUNK = {nh}, {cs}, {k}, {CHUNK}\n\n\n"
+        f"NH, CS, K, DIMS, CHUNK = {nh}, {cs}, {k}, {dims}, {CHUNK}\n\n\n"
         + jit
-        + forward_source(nh, cs, k)
+        + forward_source(nh, cs, k, dims)
         + "\n\n"
         + jit
-        + backward_source(nh, cs, k)
+        + backward_source(nh, cs, k, dims)
         + "\n"
         + _SPLITS
     )
@@ -326,15 +341,15 @@ def _write(directory: Path, name: str, source: str) -> Path:
 
 
 @functools.cache
-def kernels(nh: int, cs: int, k: int) -> SimpleNamespace:
+def kernels(nh: int, cs: int, k: int, dims: int = 3) -> SimpleNamespace:
     """The compiled split-level kernels for ``(nh, cs, k)`` (``.forward``, ``.backward``), from the module written
     to :func:`cache_dir` (numba caches their machine code beside it: compiled once per machine, about 10 s). Where
     that directory is not writable, a temporary one is used (compiled once per process)."""
     if not supported(nh, cs, k):
         raise ValueError(f"no blocked 3-D kernels for nh={nh}, cs={cs}, k={k} (see supported())")
     _allow_overlap_checks()
-    source = module_source(nh, cs, k)
-    name = f"blocked3d_h{nh}_c{cs}_k{k}_{_fingerprint(source)}.py"
+    source = module_source(nh, cs, k, dims)
+    name = f"blocked{dims}d_h{nh}_c{cs}_k{k}_{_fingerprint(source)}.py"
     try:
         path = _write(cache_dir(), name, source)
     except OSError:
