@@ -2,7 +2,8 @@
 shared by :mod:`e4net.backends.numba_agg3d` and the generated kernels of :mod:`e4net.backends._numba_blocked`).
 
 A volume ``(d, h, w)`` is stored "wide": slab pitch ``rs``, row pitch ``rw`` (``(h + 2p)(w + 2p)`` and ``w + 2p``
-at stride 1), so that each offset of a k x k x k neighbourhood is one constant shift of a flat array.
+at stride 1 in the generic kernels; ``(h + p)(w + p)`` and ``w + p`` with shared padding in the blocked ones), so
+that each offset of a k x k x k neighbourhood is one constant shift of a flat array.
 """
 
 from __future__ import annotations
@@ -37,3 +38,19 @@ def load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compi
                 dst = row[z * rs + y * rw : z * rs + y * rw + wo]
                 for x in range(wo):
                     dst[x] = src[x]
+
+
+@njit(cache=True, fastmath=True)
+def load_shared_padding(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
+    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` with *shared* padding: pitches ``(h + p)(w
+    + p)`` and ``w + p``, voxel ``(z, y, x)`` at ``((z + p)(h + p) + y + p)(w + p) + p``. The ``p`` zeros after a row
+    are both its right padding and the next row's left padding (and likewise for the ``p`` zero rows between slabs),
+    so a ``k``-neighbourhood read ``x + dx``, ``-p <= dx <= p``, stays in zeros; only the interiors are written."""
+    hp, wp = h + p, w + p
+    for z in range(d):
+        for y in range(h):
+            o = ((z + p) * hp + y + p) * wp + p
+            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
+            dst = vp[o : o + w]
+            for x in range(w):
+                dst[x] = src[x]
