@@ -77,6 +77,18 @@ def _joined(terms: list[str]) -> str:
     return " + ".join(terms)
 
 
+def _row_loop(nh: int, cs: int, k: int, dims: int, with_bias: bool) -> list[str]:
+    """The loop over the neighbourhood's rows ``(dz, dy)`` of a tile: per offset ``dx`` of the row the split's
+    weights ``w{dx}_{q}`` (and bias ``b{dx}``) as scalars and the shifted value rows ``v{c}_{dx}`` as views."""
+    lines = [f"        for r in range({k ** (dims - 1)}):", f"            u0 = r * {k}"]
+    for d in range(k):
+        lines += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in range(nh)]
+        lines += [f"            b{d} = bsel[u0 + {d}]"] if with_bias else []
+        lines.append(f"            s{d} = shift[u0 + {d}] + i0")
+        lines += [f"            v{c}_{d} = vps[{c}, s{d}:s{d} + m]" for c in range(cs)]
+    return lines
+
+
 def forward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """Source of ``forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span)``: ``acc (cs, n)`` of one split
     (accumulator layout: ``slabs`` slabs of ``pitch`` entries, of which the first ``span`` are computed), from ``hx
@@ -90,13 +102,7 @@ def forward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
     body += [f"        a{c} = acc[{c}, i0:i0 + m]" for c in cs_]
     body += [f"        a{c}[:] = 0" for c in cs_]
-    body.append(f"        for r in range({k ** (dims - 1)}):")
-    body.append(f"            u0 = r * {k}")
-    for d in ds:
-        body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
-        body.append(f"            b{d} = bsel[u0 + {d}]")
-        body.append(f"            s{d} = shift[u0 + {d}] + i0")
-        body += [f"            v{c}_{d} = vps[{c}, s{d}:s{d} + m]" for c in cs_]
+    body += _row_loop(nh, cs, k, dims, with_bias=True)
     body.append("            for i in range(m):")
     body += [f"                x{q} = h{q}[i]" for q in qs]
     body += [f"                t{c} = a{c}[i]" for c in cs_]
@@ -109,8 +115,9 @@ def forward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
 
 def backward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """Source of ``backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb)`` for
-    one split ``(b, j, a)`` (layout as :func:`forward_source`): adds to ``gvps (cs, P)`` (padded layout), ``ghx (nh, n)``, ``gw (k^3, nh)`` and ``gb (k^3,)``, from
-    ``gx (cs, n)`` (grad_out in the accumulator layout, scratch entries 0); ``gkt (k^3, CHUNK)`` is scratch."""
+    one split ``(b, j, a)`` (layout as :func:`forward_source`): adds to ``gvps (cs, P)`` (padded layout), ``ghx (nh,
+    n)``, ``gw (k^3, nh)`` and ``gb (k^3,)``, from ``gx (cs, n)`` (grad_out in the accumulator layout, scratch entries
+    0); ``gkt (k^3, CHUNK)`` is scratch."""
     ds, qs, cs_ = range(k), range(nh), range(cs)
     kk = k**dims
     body = [
@@ -121,13 +128,8 @@ def backward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     body += [f"        gh{q} = ghx[{q}, i0:i0 + m]" for q in qs]
     body += [f"        g{c} = gx[{c}, i0:i0 + m]" for c in cs_]
     # rows (dz, dy): the kernels' gradient gk_u = sum_c g_c v_c(shifted), kept in gkt, and grad_h = sum_u W_u^T gk_u
-    body.append(f"        for r in range({k ** (dims - 1)}):")
-    body.append(f"            u0 = r * {k}")
-    for d in ds:
-        body += [f"            w{d}_{q} = wsel[u0 + {d}, {q}]" for q in qs]
-        body.append(f"            s{d} = shift[u0 + {d}] + i0")
-        body += [f"            v{c}_{d} = vps[{c}, s{d}:s{d} + m]" for c in cs_]
-        body.append(f"            k{d} = gkt[u0 + {d}, 0:m]")
+    body += _row_loop(nh, cs, k, dims, with_bias=False)
+    body += [f"            k{d} = gkt[u0 + {d}, 0:m]" for d in ds]
     body.append("            for i in range(m):")
     body += [f"                y{c} = g{c}[i]" for c in cs_]
     for d in ds:
@@ -203,13 +205,7 @@ def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slic
                     load_shared_padding(vf, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w, p, vps[ci])
                 forward_tiles(hx, vps, acc, wsel, bsel, shift, d, hp * wp, h * wp)
                 for ci in range(CS):
-                    ob = ((b * nc + j + ci * ns) * na + a) * vol
-                    for z in range(d):
-                        for y in range(h):
-                            dst = of[ob + (z * h + y) * w : ob + (z * h + y + 1) * w]
-                            src = acc[ci, (z * hp + y) * wp : (z * hp + y) * wp + w]
-                            for x in range(w):
-                                dst[x] = src[x]
+                    to_volume(acc[ci], 0, hp * wp, wp, of, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -257,13 +253,7 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
                 for ci in range(CS):
                     c = j + ci * ns
                     load_shared_padding(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
-                    ob = ((b * nc + c) * na + a) * vol
-                    for z in range(d):
-                        for y in range(h):
-                            src = gof[ob + (z * h + y) * w : ob + (z * h + y + 1) * w]
-                            dst = gx[ci, z * rs + y * wp : z * rs + y * wp + w]
-                            for x in range(w):
-                                dst[x] = src[x]
+                    from_volume(gof, ((b * nc + c) * na + a) * vol, d, h, w, gx[ci], 0, rs, wp)
                 gvps[:] = 0
                 backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, d, rs, h * wp, gkt, gws, gbs)
                 for u in range(kk):
@@ -273,21 +263,9 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
                         gw[t, o, q] += gws[u, q]
                 for ci in range(CS):
                     vb = ((b * nc + j + ci * ns) * na + a) * vol
-                    for z in range(d):
-                        for y in range(h):
-                            o = ((z + p) * hp + y + p) * wp + p  # the voxel (z, y, x = 0)
-                            dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
-                            src = gvps[ci, o : o + w]
-                            for x in range(w):
-                                dst[x] = src[x]
+                    to_volume(gvps[ci], (p * hp + p) * wp + p, rs, wp, gvf, vb, d, h, w)  # from the voxel (0, 0, 0)
             for q in range(NH):
-                base = ((b * NH + q) * na + a) * vol
-                for z in range(d):
-                    for y in range(h):
-                        dst = ghf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
-                        src = ghx[q, z * rs + y * wp : z * rs + y * wp + w]
-                        for x in range(w):
-                            dst[x] = src[x]
+                to_volume(ghx[q], 0, rs, wp, ghf, ((b * NH + q) * na + a) * vol, d, h, w)
 """
 
 
@@ -301,7 +279,7 @@ def module_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
         f"# generated by e4net.backends._numba_blocked for nh={nh}, cs={cs}, k={k}; numba {numba.__version__}\n"
         "import numpy as np\n"
         "from numba import njit, prange\n\n"
-        "from e4net.backends._numba_voxels import load_hidden, load_shared_padding\n\n"
+        "from e4net.backends._numba_voxels import from_volume, load_hidden, load_shared_padding, to_volume\n\n"
         f"NH, CS, K, DIMS, CHUNK = {nh}, {cs}, {k}, {dims}, {CHUNK}\n\n\n"
         + jit
         + forward_source(nh, cs, k, dims)

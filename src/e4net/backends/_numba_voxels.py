@@ -12,32 +12,35 @@ from numba import njit
 
 
 @njit(cache=True, fastmath=True)
-def load_padded(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
-    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` (pitches ``(h + 2p)(w + 2p)``, ``w + 2p``)."""
-    hp, wp = h + 2 * p, w + 2 * p
+def from_volume(src, sbase, d, h, w, dst, doff, rs, rw):  # pragma: no cover - compiled
+    """The contiguous volume ``src[sbase : sbase + d h w]`` into ``dst[doff + z rs + y rw + x]``."""
     for z in range(d):
         for y in range(h):
-            o = ((z + p) * hp + y + p) * wp + p
-            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
-            dst = vp[o : o + w]
+            s = src[sbase + (z * h + y) * w : sbase + (z * h + y + 1) * w]
+            o = doff + z * rs + y * rw
+            t = dst[o : o + w]
             for x in range(w):
-                dst[x] = src[x]
+                t[x] = s[x]
 
 
 @njit(cache=True, fastmath=True)
-def load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
-    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
-    do, ho, wo = grid[0], grid[1], grid[2]
-    ovol = do * ho * wo
-    for q in range(nh):
-        base = ((b * nh + q) * na + a) * ovol
-        row = hx[q]
-        for z in range(do):
-            for y in range(ho):
-                src = hf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
-                dst = row[z * rs + y * rw : z * rs + y * rw + wo]
-                for x in range(wo):
-                    dst[x] = src[x]
+def to_volume(src, soff, rs, rw, dst, dbase, d, h, w):  # pragma: no cover - compiled
+    """The inverse of :func:`from_volume`: ``src[soff + z rs + y rw + x]`` into the contiguous volume at
+    ``dst[dbase:]``."""
+    for z in range(d):
+        for y in range(h):
+            o = soff + z * rs + y * rw
+            s = src[o : o + w]
+            t = dst[dbase + (z * h + y) * w : dbase + (z * h + y + 1) * w]
+            for x in range(w):
+                t[x] = s[x]
+
+
+@njit(cache=True, fastmath=True)
+def load_padded(vf, base, d, h, w, p, vp):  # pragma: no cover - compiled
+    """The volume at ``vf[base:]`` into the zero-padded flat buffer ``vp`` (pitches ``(h + 2p)(w + 2p)``, ``w + 2p``)."""
+    hp, wp = h + 2 * p, w + 2 * p
+    from_volume(vf, base, d, h, w, vp, (p * hp + p) * wp + p, hp * wp, wp)
 
 
 @njit(cache=True, fastmath=True)
@@ -47,10 +50,13 @@ def load_shared_padding(vf, base, d, h, w, p, vp):  # pragma: no cover - compile
     are both its right padding and the next row's left padding (and likewise for the ``p`` zero rows between slabs),
     so a ``k``-neighbourhood read ``x + dx``, ``-p <= dx <= p``, stays in zeros; only the interiors are written."""
     hp, wp = h + p, w + p
-    for z in range(d):
-        for y in range(h):
-            o = ((z + p) * hp + y + p) * wp + p
-            src = vf[base + (z * h + y) * w : base + (z * h + y + 1) * w]
-            dst = vp[o : o + w]
-            for x in range(w):
-                dst[x] = src[x]
+    from_volume(vf, base, d, h, w, vp, (p * hp + p) * wp + p, hp * wp, wp)
+
+
+@njit(cache=True, fastmath=True)
+def load_hidden(hf, b, a, na, nh, grid, rs, rw, hx):  # pragma: no cover - compiled
+    """Hidden features ``h[b, :, a]`` into rows of ``hx`` with the accumulator pitches (scratch stays 0)."""
+    do, ho, wo = grid[0], grid[1], grid[2]
+    ovol = do * ho * wo
+    for q in range(nh):
+        from_volume(hf, ((b * nh + q) * na + a) * ovol, do, ho, wo, hx[q], 0, rs, rw)

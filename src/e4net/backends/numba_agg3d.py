@@ -32,8 +32,10 @@ from numba import get_num_threads, njit, prange
 
 from . import _numba_blocked as _blocked
 from ._geometry import kernel_side
+from ._numba_voxels import from_volume as _from_volume
 from ._numba_voxels import load_hidden as _load_hidden
 from ._numba_voxels import load_padded as _load_padded
+from ._numba_voxels import to_volume as _to_volume
 
 __all__ = ["aggregate_numba_3d", "aggregate_generated_numba_3d"]
 
@@ -102,13 +104,7 @@ def _forward(v, ker, kbias, index, k, stride, out):  # pragma: no cover - compil
                             o = z * rs + y * rw
                             for x in range(wo):
                                 acc[o + x] += ku[o + x] * vp[src + x * stride]
-            ob = ((b * nc + c) * na + a) * ovol
-            for z in range(do):
-                for y in range(ho):
-                    dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                    src = acc[z * rs + y * rw : z * rs + y * rw + wo]
-                    for x in range(wo):
-                        dst[x] = src[x]
+            _to_volume(acc, 0, rs, rw, of, ((b * nc + c) * na + a) * ovol, do, ho, wo)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -140,12 +136,7 @@ def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cove
             vb = ((b * nc + c) * na + a) * vol
             ob = ((b * nc + c) * na + a) * ovol
             _load_padded(vf, vb, d, h, w, p, vp)
-            for z in range(do):
-                for y in range(ho):
-                    src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                    dst = g[z * rs + y * rw : z * rs + y * rw + wo]
-                    for x in range(wo):
-                        dst[x] = src[x]
+            _from_volume(gof, ob, do, ho, wo, g, 0, rs, rw)
             gvp[:] = 0
             for u in range(kk):
                 dz = u // (k * k)
@@ -168,22 +159,10 @@ def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cove
                             for x in range(wo):
                                 gku[o + x] += g[o + x] * vp[src + x * stride]
                                 gvp[src + x * stride] += ku[o + x] * g[o + x]
-            for z in range(d):
-                for y in range(h):
-                    o = ((z + p) * hp + y + p) * wp + p
-                    dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
-                    src = gvp[o : o + w]
-                    for x in range(w):
-                        dst[x] = src[x]
+            _to_volume(gvp, (p * hp + p) * wp + p, hp * wp, wp, gvf, vb, d, h, w)
         for u in range(kk):
             kb = (((b * ns + j) * kk + index[a, u]) * na + a) * ovol
-            row = gkx[u]
-            for z in range(do):
-                for y in range(ho):
-                    dst = gkf[kb + (z * ho + y) * wo : kb + (z * ho + y + 1) * wo]
-                    src = row[z * rs + y * rw : z * rs + y * rw + wo]
-                    for x in range(wo):
-                        dst[x] = src[x]
+            _to_volume(gkx[u], 0, rs, rw, gkf, kb, do, ho, wo)
 
 
 def _index_array(index: torch.Tensor) -> np.ndarray:
@@ -359,13 +338,7 @@ def _forward_generated(v, hid, w2, b2, index, k, stride, out):  # pragma: no cov
                             src = ((z * stride + dz) * hp + y * stride + dy) * wp + dx + x * stride
                             acc[ci, i] += kx[u, i - i0] * vps[ci, src]
         for ci in range(cs):
-            ob = ((b * nc + j + ci * ns) * na + a) * ovol
-            for z in range(do):
-                for y in range(ho):
-                    dst = of[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                    src = acc[ci, z * rs + y * rw : z * rs + y * rw + wo]
-                    for x in range(wo):
-                        dst[x] = src[x]
+            _to_volume(acc[ci], 0, rs, rw, of, ((b * nc + j + ci * ns) * na + a) * ovol, do, ho, wo)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -405,13 +378,7 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
             for ci in range(cs):
                 c = j + ci * ns
                 _load_padded(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
-                ob = ((b * nc + c) * na + a) * ovol
-                for z in range(do):
-                    for y in range(ho):
-                        src = gof[ob + (z * ho + y) * wo : ob + (z * ho + y + 1) * wo]
-                        dst = gx[ci, z * rs + y * rw : z * rs + y * rw + wo]
-                        for x in range(wo):
-                            dst[x] = src[x]
+                _from_volume(gof, ((b * nc + c) * na + a) * ovol, do, ho, wo, gx[ci], 0, rs, rw)
             gvps[:] = 0
             for i0 in range(0, n, CHUNK):
                 i1 = min(i0 + CHUNK, n)
@@ -460,22 +427,9 @@ def _backward_generated(v, hid, w2, b2, index, k, stride, gout, gv, gh, gw, gb):
                             ghq[i] += wq * row[i]
             for ci in range(cs):
                 vb = ((b * nc + j + ci * ns) * na + a) * vol
-                for z in range(d):
-                    for y in range(h):
-                        o = ((z + p) * hp + y + p) * wp + p
-                        dst = gvf[vb + (z * h + y) * w : vb + (z * h + y + 1) * w]
-                        src = gvps[ci, o : o + w]
-                        for x in range(w):
-                            dst[x] = src[x]
+                _to_volume(gvps[ci], (p * hp + p) * wp + p, hp * wp, wp, gvf, vb, d, h, w)
         for q in range(nh):
-            base = ((b * nh + q) * na + a) * ovol
-            row = ghx[q]
-            for z in range(do):
-                for y in range(ho):
-                    dst = ghf[base + (z * ho + y) * wo : base + (z * ho + y + 1) * wo]
-                    src = row[z * rs + y * rw : z * rs + y * rw + wo]
-                    for x in range(wo):
-                        dst[x] = src[x]
+            _to_volume(ghx[q], 0, rs, rw, ghf, ((b * nh + q) * na + a) * ovol, do, ho, wo)
 
 
 @torch.library.custom_op("e4net::numba_aggregate_generated_3d", mutates_args=(), device_types="cpu")
