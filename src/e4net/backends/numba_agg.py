@@ -25,6 +25,7 @@ from numba import njit, prange
 
 from .. import _memory
 from . import _numba_blocked as _blocked
+from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side, output_size
 
 # Implementation notes. Inner loops run over slices (views) with indices from ``range(0, n)``: an index like
@@ -269,7 +270,7 @@ def numba_aggregate(
     k = kernel_side(kernel.shape[2])
     b, c, n, h, w = v.shape
     out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
-    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(), _set_threads())
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(), _set_threads())
     return out
 
 
@@ -294,7 +295,7 @@ def numba_aggregate_backward(
     nb, ns, kk, na = kernel.shape[:4]
     gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
     _backward(
-        v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
+        v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
         gk.numpy(), gb.numpy(), _set_threads(),
     )  # fmt: skip
     return gv, gk, gb.view(nb, ns, na, kk).sum((0, 2))
@@ -305,24 +306,7 @@ def _(grad_out, v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 
     return torch.empty_like(v), torch.empty_like(kernel), torch.empty_like(kernel_bias)
 
 
-def _index_array(index: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(index.detach().cpu().numpy().astype(np.int64))
-
-
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
-    v, kernel, kernel_bias, index, stride = inputs
-    ctx.save_for_backward(v, kernel, kernel_bias, index)
-    ctx.stride = stride
-
-
-def _backward_op(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
-    v, kernel, kernel_bias, index = ctx.saved_tensors
-    gv, gk, gb = numba_aggregate_backward(grad_out, v, kernel, kernel_bias, index, ctx.stride)
-    need = ctx.needs_input_grad
-    return gv if need[0] else None, gk if need[1] else None, gb if need[2] else None, None, None
-
-
-numba_aggregate.register_autograd(_backward_op, setup_context=_setup_context)
+register_backward(numba_aggregate, numba_aggregate_backward)
 
 
 def aggregate_numba(
@@ -354,7 +338,7 @@ def numba_aggregate_generated(
     b, c, n, h, w = v.shape
     out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
     _forward_generated(
-        v.numpy(), hidden.numpy(), weight.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy(),
+        v.numpy(), hidden.numpy(), weight.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(),
         _set_threads(),
     )  # fmt: skip
     return out
@@ -390,7 +374,7 @@ def numba_aggregate_generated_blocked(
     out = _memory.empty(v.shape, v.dtype)
     kernels = _blocked.kernels(*_blocked_sizes(v, hidden, weight, index), dims=2)
     kernels.forward(
-        v.unsqueeze(3).numpy(), hidden.unsqueeze(3).numpy(), weight.numpy(), bias.numpy(), _index_array(index),
+        v.unsqueeze(3).numpy(), hidden.unsqueeze(3).numpy(), weight.numpy(), bias.numpy(), index_array(index),
         out.unsqueeze(3).numpy(), _set_threads(),
     )  # fmt: skip
     return out

@@ -31,6 +31,7 @@ import torch
 from numba import get_num_threads, njit, prange
 
 from . import _numba_blocked as _blocked
+from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side
 from ._numba_voxels import from_volume as _from_volume
 from ._numba_voxels import load_hidden as _load_hidden
@@ -165,15 +166,6 @@ def _backward(v, ker, kbias, index, k, stride, gout, gv, gk):  # pragma: no cove
             _to_volume(gkx[u], 0, rs, rw, gkf, kb, do, ho, wo)
 
 
-def _index_array(index: torch.Tensor) -> np.ndarray:
-    return index.detach().to(device="cpu", dtype=torch.int64).contiguous().numpy()
-
-
-def _needed(ctx, grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:  # noqa: ANN001
-    """The gradients autograd asks for (``None`` for the others, and for ``index`` and ``stride``)."""
-    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None)
-
-
 # ---- torch.library custom ops: visible to torch.export / torch.compile (fake tensors), differentiable -------------
 # The op bodies run the compiled kernels on real CPU tensors; the fake implementations give only the output's shape and
 # dtype, so tracing never calls ``.numpy()`` (the 2-D ops of numba_agg do the same).
@@ -188,7 +180,7 @@ def numba_aggregate_3d(
     v, kernel, kbias = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous()
     out = torch.empty(*v.shape[:3], *kernel.shape[4:], dtype=v.dtype)
     k = kernel_side(kernel.shape[2], 3)
-    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, out.numpy())
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy())
     return out
 
 
@@ -207,7 +199,7 @@ def numba_aggregate_3d_backward(
     gv, gk = torch.empty_like(v), torch.empty_like(kernel)
     k = kernel_side(kernel.shape[2], 3)
     _backward(
-        v.numpy(), kernel.numpy(), kbias.numpy(), _index_array(index), k, stride, go.numpy(), gv.numpy(), gk.numpy()
+        v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, go.numpy(), gv.numpy(), gk.numpy()
     )
     # the bias is added to every generated kernel volume: its gradient is grad_kernel summed over the rest
     return gv, gk, gk.sum((0, 3, 4, 5, 6))
@@ -218,18 +210,7 @@ def _(grad_out, v, kernel, kernel_bias, index, stride):  # noqa: ANN001, ANN202 
     return torch.empty_like(v), torch.empty_like(kernel), torch.empty_like(kernel_bias)
 
 
-def _setup_aggregate(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
-    v, kernel, kernel_bias, index, stride = inputs
-    ctx.save_for_backward(v, kernel, kernel_bias, index)
-    ctx.stride = stride
-
-
-def _backward_aggregate(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
-    v, kernel, kernel_bias, index = ctx.saved_tensors
-    return _needed(ctx, numba_aggregate_3d_backward(grad_out, v, kernel, kernel_bias, index, ctx.stride))
-
-
-numba_aggregate_3d.register_autograd(_backward_aggregate, setup_context=_setup_aggregate)
+register_backward(numba_aggregate_3d, numba_aggregate_3d_backward)
 
 
 def aggregate_numba_3d(
@@ -442,7 +423,7 @@ def numba_aggregate_generated_3d(
     out = torch.empty(*v.shape[:3], *hidden.shape[3:], dtype=v.dtype)
     k = kernel_side(index.shape[1], 3)
     cs = v.shape[1] // (weight.shape[0] // index.shape[1])
-    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
+    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
     if _blocked.applies(stride, hidden.shape[1], cs, k):
         _blocked.kernels(hidden.shape[1], cs, k).forward(*args, out.numpy(), get_num_threads())
     else:
@@ -469,7 +450,7 @@ def numba_aggregate_generated_3d_backward(
     gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
     k = kernel_side(index.shape[1], 3)
     cs = v.shape[1] // (weight.shape[0] // index.shape[1])
-    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), _index_array(index))
+    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
     grads = (go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
     if _blocked.applies(stride, hidden.shape[1], cs, k):
         _blocked.kernels(hidden.shape[1], cs, k).backward(*args, *grads, get_num_threads())
@@ -483,18 +464,7 @@ def _(grad_out, v, hidden, weight, bias, index, stride):  # noqa: ANN001, ANN202
     return torch.empty_like(v), torch.empty_like(hidden), torch.empty_like(weight), torch.empty_like(bias)
 
 
-def _setup_generated(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
-    v, hidden, weight, bias, index, stride = inputs
-    ctx.save_for_backward(v, hidden, weight, bias, index)
-    ctx.stride = stride
-
-
-def _backward_generated_op(ctx, grad_out: torch.Tensor):  # noqa: ANN001, ANN202 - torch.library's signature
-    v, hidden, weight, bias, index = ctx.saved_tensors
-    return _needed(ctx, numba_aggregate_generated_3d_backward(grad_out, v, hidden, weight, bias, index, ctx.stride))
-
-
-numba_aggregate_generated_3d.register_autograd(_backward_generated_op, setup_context=_setup_generated)
+register_backward(numba_aggregate_generated_3d, numba_aggregate_generated_3d_backward)
 
 
 def aggregate_generated_numba_3d(
