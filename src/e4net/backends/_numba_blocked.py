@@ -41,6 +41,8 @@ from types import SimpleNamespace
 
 import numba
 
+from ._geometry import kernel_side
+
 CHUNK = 512
 """Accumulator entries per tile: the tile's rows of ``h``, ``g``, the accumulators and ``gk`` stay in L1 / L2."""
 
@@ -58,6 +60,13 @@ kernels (for comparisons: tests and benchmarks toggle it)."""
 def supported(nh: int, cs: int, k: int) -> bool:
     """Whether the blocked kernels are generated for ``nh`` hidden features, ``cs`` channels per slice, side ``k``."""
     return nh >= 1 and cs >= 1 and nh + cs <= MAX_REGISTERS and 1 <= k <= 5
+
+
+def sizes(v, hidden, weight, index) -> tuple[int, int, int]:  # noqa: ANN001 - tensors
+    """``(nh, cs, k)`` of a fused call: hidden features, channels per slice (``C / s``), kernel side (from ``index
+    (|A|, k^d)``, ``d`` = ``v``'s spatial dims)."""
+    kk = index.shape[1]
+    return hidden.shape[1], v.shape[1] // (weight.shape[0] // kk), kernel_side(kk, v.dim() - 3)
 
 
 def applies(stride: int, nh: int, cs: int, k: int) -> bool:

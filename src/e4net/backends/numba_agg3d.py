@@ -421,11 +421,10 @@ def numba_aggregate_generated_3d(
     H', W')``, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` -> ``(B, C, |A|, D', H', W')``."""
     v, hidden, weight, b2 = v.contiguous(), hidden.contiguous(), weight.contiguous(), bias.contiguous()
     out = torch.empty(*v.shape[:3], *hidden.shape[3:], dtype=v.dtype)
-    k = kernel_side(index.shape[1], 3)
-    cs = v.shape[1] // (weight.shape[0] // index.shape[1])
+    nh, cs, k = _blocked.sizes(v, hidden, weight, index)
     args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
-    if _blocked.applies(stride, hidden.shape[1], cs, k):
-        _blocked.kernels(hidden.shape[1], cs, k).forward(*args, out.numpy(), get_num_threads())
+    if _blocked.applies(stride, nh, cs, k):
+        _blocked.kernels(nh, cs, k).forward(*args, out.numpy(), get_num_threads())
     else:
         _forward_generated(*args, k, stride, out.numpy())
     return out
@@ -448,12 +447,11 @@ def numba_aggregate_generated_3d_backward(
     gv, gh = torch.empty_like(v), torch.empty_like(hidden)
     gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
     gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
-    k = kernel_side(index.shape[1], 3)
-    cs = v.shape[1] // (weight.shape[0] // index.shape[1])
+    nh, cs, k = _blocked.sizes(v, hidden, weight, index)
     args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
     grads = (go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
-    if _blocked.applies(stride, hidden.shape[1], cs, k):
-        _blocked.kernels(hidden.shape[1], cs, k).backward(*args, *grads, get_num_threads())
+    if _blocked.applies(stride, nh, cs, k):
+        _blocked.kernels(nh, cs, k).backward(*args, *grads, get_num_threads())
     else:
         _backward_generated(*args, k, stride, *grads)
     return gv, gh, gw.sum(0), gb.sum(0)
