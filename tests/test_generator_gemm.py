@@ -96,3 +96,27 @@ def test_shared_weight_bmm_onednn_way(b, m, k, n, monkeypatch):
     g = torch.randn_like(y)
     for a, e in zip(torch.autograd.grad(y, (w, x_full), g), torch.autograd.grad(ref, (w, x_full), g), strict=True):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("b,m,k,n", [(3, 40, 32, 7), (2, 5, 48, 256)])
+def test_shared_weight_bmm_conv_way(b, m, k, n):
+    """Small maps (float32 CPU, at most ``CONV_MAX_N`` pixels, ``ONEDNN_MIN_K`` input channels) run as one oneDNN
+    ``conv1d``: the same product and gradients as ``einsum``, also on a strided input; one pixel more, one input
+    channel fewer or float64 take the other ways."""
+    torch.manual_seed(4)
+    w = torch.randn(m, k, requires_grad=True)
+    x_full = torch.randn(b, k, 2 * n, requires_grad=True)
+    x = x_full[..., ::2]
+    assert _gemm._use_onednn_conv(w, x)
+    assert not _gemm._use_onednn_conv(w.double(), x.double())
+    short = _gemm.ONEDNN_MIN_K - 1
+    assert not _gemm._use_onednn_conv(torch.randn(m, short), torch.randn(b, short, n))
+    assert not _gemm._use_onednn_conv(w, torch.randn(b, k, _gemm.CONV_MAX_N + 1))
+    y = _gemm.shared_weight_bmm(w, x)
+    assert y.grad_fn is not None and "Convolution" in type(y.grad_fn).__name__
+    ref = torch.einsum("mk,bkn->bmn", w, x)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    for a, e in zip(torch.autograd.grad(y, (w, x_full), g), torch.autograd.grad(ref, (w, x_full), g), strict=True):
+        torch.testing.assert_close(a, e)

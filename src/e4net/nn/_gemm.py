@@ -1,22 +1,26 @@
 """One weight shared by every example: ``y[b] = W x[b]`` on ``(B, K, N)`` as batched GEMMs without copies.
 
-Used by the 1x1 layers of the E4 generator / encoder (GroupConv k=1, SlotwiseLinear). Two ways, chosen per call:
+Used by the 1x1 layers of the E4 generator / encoder (GroupConv k=1, SlotwiseLinear). Three ways, chosen per call:
 
-* **oneDNN** (CPU, float32, at least :data:`ONEDNN_MIN_K` input channels and :data:`ONEDNN_MIN_MACS`
+* **oneDNN convolution** (CPU, float32, at least :data:`ONEDNN_MIN_K` input channels and at most
+  :data:`CONV_MAX_N` pixels per example): ``conv1d`` with a kernel of width 1, one call for the whole batch, forward
+  and backward (torch's own). On small maps the per-example calls of the next way cost more (call overheads, a copy
+  of each result into the batch) than the product itself.
+* **oneDNN matmuls** (CPU, float32, at least :data:`ONEDNN_MIN_K` input channels and :data:`ONEDNN_MIN_MACS`
   multiply-adds per example): one oneDNN matmul per example (``torch.ops.mkldnn._linear_pointwise``, the op
   inductor uses for CPU linear layers), forward and backward. torch's own CPU GEMM (MKL) runs these shapes at a third
   of the speed on this project's AMD EPYC machine: measured, 1 thread, 192x192 times 192x16384: 37 GMAC/s through
   ``torch.mm`` / ``bmm``, 115 through oneDNN (AVX-512). Forward and backward of E4-ResNet-18's 1x1 shapes at batch 32
   (2 threads): 1.1-3.0x faster than ``bmm``, 1.6x in sum; the 3-D E4 layer's 192x192 maps 1.4x. On E4-Net's small
   maps (64 channels, 7x7 or 14x14) and with 16 input channels (memory bound) a call per example costs more than it
-  saves, hence the thresholds.
+  saves, hence the thresholds (the small maps now take the convolution).
 * **bmm**: ``torch.bmm`` with the weight expanded over the batch (no transposed copies of ``matmul`` / a 1x1
   ``conv2d``). Its autograd backward would materialise a per-example weight gradient ``(B, M, K)`` before summing it
   (537 MB for a 1024-channel layer at batch 128); this Function's backward picks the cheaper of that and one GEMM
   over the batch and pixels together (which needs ``(M, B N)`` / ``(K, B N)`` copies of ``grad`` and ``x``), by
   buffer size.
 
-Under ``torch.compile`` / ``torch.export`` the plain ``bmm`` is traced. Results of the two ways differ by float32
+Under ``torch.compile`` / ``torch.export`` the plain ``bmm`` is traced. Results of the three ways differ by float32
 rounding only (a different order of the sums).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .. import _memory
 
@@ -34,6 +39,13 @@ loses 1.2x)."""
 
 ONEDNN_MIN_K = 32
 """Input channels from which the oneDNN way is taken (with 16, 144x16x4096 lost 10%: memory bound either way)."""
+
+
+CONV_MAX_N = 256
+"""Pixels (voxels) per example up to which the oneDNN convolution runs the product. Measured on the project's AMD
+EPYC machine (2 threads, forward+backward, batch 32 / 128, against the per-example oneDNN matmuls or ``bmm``):
+1.1-2.1x faster at 16-256 pixels with 64-1408 input channels (E4-ResNet-18's maps at 16x16 and below, E4-Net's at
+7x7 and 14x14, e4net3d's at 4^3); even at 512-1024 pixels; slower with 11-22 input channels (0.5-0.9x)."""
 
 
 def _find_onednn_linear() -> Callable[..., torch.Tensor] | None:
@@ -56,6 +68,18 @@ def _use_onednn(weight: torch.Tensor, x: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and weight.shape[1] >= ONEDNN_MIN_K
         and weight.shape[0] * weight.shape[1] * x.shape[2] >= ONEDNN_MIN_MACS
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _use_onednn_conv(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    return (
+        torch.backends.mkldnn.is_available()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.shape[1] >= ONEDNN_MIN_K
+        and x.shape[2] <= CONV_MAX_N
         and not torch.compiler.is_compiling()
     )
 
@@ -117,4 +141,6 @@ def _onednn_backward(
 
 def shared_weight_bmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``(M, K), (B, K, N) -> (B, M, N)``: ``W @ x[b]`` for every ``b`` (differentiable in both)."""
+    if _use_onednn_conv(weight, x):
+        return F.conv1d(x, weight.unsqueeze(-1))
     return _SharedWeightBmm.apply(weight, x)
