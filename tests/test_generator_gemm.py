@@ -103,7 +103,7 @@ def test_shared_weight_bmm_onednn_way(b, m, k, n, monkeypatch):
 def test_shared_weight_bmm_conv_way(b, m, k, n):
     """Small maps (float32 CPU, at most ``CONV_MAX_N`` pixels, ``ONEDNN_MIN_K`` input channels) run as one oneDNN
     ``conv1d``: the same product and gradients as ``einsum``, also on a strided input; one pixel more, one input
-    channel fewer or float64 take the other ways."""
+    channel fewer, float64 or autocast take the other ways."""
     torch.manual_seed(4)
     w = torch.randn(m, k, requires_grad=True)
     x_full = torch.randn(b, k, 2 * n, requires_grad=True)
@@ -113,6 +113,8 @@ def test_shared_weight_bmm_conv_way(b, m, k, n):
     short = _gemm.ONEDNN_MIN_K - 1
     assert not _gemm._use_onednn_conv(torch.randn(m, short), torch.randn(b, short, n))
     assert not _gemm._use_onednn_conv(w, torch.randn(b, k, _gemm.CONV_MAX_N + 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _gemm._use_onednn_conv(w, x)
     y = _gemm.shared_weight_bmm(w, x)
     assert y.grad_fn is not None and "Convolution" in type(y.grad_fn).__name__
     ref = torch.einsum("mk,bkn->bmn", w, x)

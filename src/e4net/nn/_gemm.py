@@ -72,15 +72,21 @@ def _use_onednn(weight: torch.Tensor, x: torch.Tensor) -> bool:
     )
 
 
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()
+
+
 def _use_onednn_conv(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """The convolution way: eager (traced graphs keep one op for every shape), not under autocast (which would cast
+    the convolution, unlike the other ways), float32 CPU, small maps."""
     return (
-        torch.backends.mkldnn.is_available()
+        not torch.compiler.is_compiling()
+        and _HAS_ONEDNN
         and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and weight.shape[1] >= ONEDNN_MIN_K
         and x.shape[2] <= CONV_MAX_N
-        and not torch.compiler.is_compiling()
     )
 
 
