@@ -86,6 +86,13 @@ def _joined(terms: list[str]) -> str:
     return " + ".join(terms)
 
 
+def _tile_loop(signature: str, nh: int) -> list[str]:
+    """The head of a tile function: its ``def``, the loop over the tiles and the tile's views ``h{q}`` of the hidden
+    features."""
+    lines = [f"def {signature}:", "    for i0, m in tiles(slabs, pitch, span):"]
+    return lines + [f"        h{q} = hx[{q}, i0:i0 + m]" for q in range(nh)]
+
+
 def _row_loop(nh: int, cs: int, k: int, dims: int, with_bias: bool) -> list[str]:
     """The loop over the neighbourhood's rows ``(dz, dy)`` of a tile: per offset ``dx`` of the row the split's
     weights ``w{dx}_{q}`` (and bias ``b{dx}``) as scalars and the shifted value rows ``v{c}_{dx}`` as views."""
@@ -104,11 +111,7 @@ def forward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     (nh, n)``, the padded value rows ``vps (cs, P)``, the split's kernel map ``wsel (k^3, nh)`` / ``bsel (k^3,)`` and
     the offsets' flat shifts ``shift (k^3,)``."""
     ds, qs, cs_ = range(k), range(nh), range(cs)
-    body = [
-        "def forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span):",
-        "    for i0, m in tiles(slabs, pitch, span):",
-    ]
-    body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
+    body = _tile_loop("forward_tiles(hx, vps, acc, wsel, bsel, shift, slabs, pitch, span)", nh)
     body += [f"        a{c} = acc[{c}, i0:i0 + m]" for c in cs_]
     body += [f"        a{c}[:] = 0" for c in cs_]
     body += _row_loop(nh, cs, k, dims, with_bias=True)
@@ -129,11 +132,7 @@ def backward_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     0); ``gkt (k^3, CHUNK)`` is scratch."""
     ds, qs, cs_ = range(k), range(nh), range(cs)
     kk = k**dims
-    body = [
-        "def backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb):",
-        "    for i0, m in tiles(slabs, pitch, span):",
-    ]
-    body += [f"        h{q} = hx[{q}, i0:i0 + m]" for q in qs]
+    body = _tile_loop("backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, slabs, pitch, span, gkt, gw, gb)", nh)
     body += [f"        gh{q} = ghx[{q}, i0:i0 + m]" for q in qs]
     body += [f"        g{c} = gx[{c}, i0:i0 + m]" for c in cs_]
     # rows (dz, dy): the kernels' gradient gk_u = sum_c g_c v_c(shifted), kept in gkt, and grad_h = sum_u W_u^T gk_u

@@ -48,8 +48,11 @@ EPYC machine (2 threads, forward+backward, batch 32 / 128, against the per-examp
 7x7 and 14x14, e4net3d's at 4^3); even at 512-1024 pixels; slower with 11-22 input channels (0.5-0.9x)."""
 
 
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()  # once, at import: dynamo cannot trace the call
+
+
 def _find_onednn_linear() -> Callable[..., torch.Tensor] | None:
-    if not torch.backends.mkldnn.is_available():
+    if not _HAS_ONEDNN:
         return None
     try:
         return torch.ops.mkldnn._linear_pointwise.default
@@ -60,33 +63,31 @@ def _find_onednn_linear() -> Callable[..., torch.Tensor] | None:
 _onednn_linear = _find_onednn_linear()
 
 
-def _use_onednn(weight: torch.Tensor, x: torch.Tensor) -> bool:
+def _onednn_shape(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """What both oneDNN ways need: eager (traced graphs keep the plain op), float32 CPU, ``ONEDNN_MIN_K`` input
+    channels."""
     return (
-        _onednn_linear is not None
+        not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and weight.shape[1] >= ONEDNN_MIN_K
-        and weight.shape[0] * weight.shape[1] * x.shape[2] >= ONEDNN_MIN_MACS
-        and not torch.compiler.is_compiling()
     )
 
 
-_HAS_ONEDNN = torch.backends.mkldnn.is_available()
+def _use_onednn(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    return (
+        _onednn_linear is not None
+        and _onednn_shape(weight, x)
+        and weight.shape[0] * weight.shape[1] * x.shape[2] >= ONEDNN_MIN_MACS
+    )
 
 
 def _use_onednn_conv(weight: torch.Tensor, x: torch.Tensor) -> bool:
-    """The convolution way: eager (traced graphs keep one op for every shape), not under autocast (which would cast
-    the convolution, unlike the other ways), float32 CPU, small maps."""
+    """The convolution way: small maps, not under autocast (which would cast the convolution, unlike the other
+    ways)."""
     return (
-        not torch.compiler.is_compiling()
-        and _HAS_ONEDNN
-        and x.device.type == "cpu"
-        and not torch.is_autocast_enabled("cpu")
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and weight.shape[1] >= ONEDNN_MIN_K
-        and x.shape[2] <= CONV_MAX_N
+        _HAS_ONEDNN and _onednn_shape(weight, x) and x.shape[2] <= CONV_MAX_N and not torch.is_autocast_enabled("cpu")
     )
 
 
