@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from e4net import nn as enn
 from e4net.groups import P4, P4M
+from e4net.nn import _window_max
 
 GROUPS = [P4, P4M]
 
@@ -84,3 +87,62 @@ def test_global_pooling(G):
         img = x[:, :, 0]  # a plain (B, C, H, W) map pools to (B, C) either way
         torch.testing.assert_close(keep(img), reduce(img.reshape(2, 3, -1), -1))
         torch.testing.assert_close(pooled()(img), reduce(img.reshape(2, 3, -1), -1))
+
+
+# ---- the numba window max (e4net.nn._window_max) against torch's CPU max pooling ------------------------------------
+
+
+def _torch_max_pool(x: torch.Tensor, k: int, d: int) -> torch.Tensor:
+    fn = F.max_pool3d if d == 3 else F.max_pool2d
+    y = fn(x.reshape(-1, *x.shape[-d:]), k)
+    return y.view(*x.shape[:-d], *y.shape[-d:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    d=st.sampled_from([2, 3]),
+    k=st.sampled_from([1, 2, 3]),
+    lead=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    cells=st.lists(st.integers(1, 3), min_size=3, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    values=st.sampled_from(["normal", "ties", "special"]),
+    seed=st.integers(0, 2**16),
+)
+def test_window_max_equals_torch_max_pool(d, k, lead, cells, dtype, values, seed):
+    """Values and gradients equal torch's bit for bit: ties (small integers, ReLU zeros) give the gradient to the
+    window's first maximum, NaN wins, -inf windows pick their first entry."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (*lead, *(c * k for c in cells[:d]))
+    if values == "normal":
+        x = torch.randn(shape, generator=gen, dtype=dtype)
+    elif values == "ties":
+        x = torch.randint(-1, 3, shape, generator=gen).to(dtype).clamp_min(0)
+    else:
+        x = torch.randn(shape, generator=gen, dtype=dtype)
+        pick = torch.randint(0, 6, shape, generator=gen)
+        x[pick == 0] = float("nan")
+        x[pick == 1] = float("-inf")
+        x[pick == 2] = float("inf")
+    x.requires_grad_()
+    y = _window_max.window_max(x, k, d)
+    ref = _torch_max_pool(x, k, d)
+    assert y.shape == ref.shape and y.dtype == dtype
+    assert torch.equal(y.nan_to_num(), ref.nan_to_num()) and torch.equal(y.isnan(), ref.isnan())
+    g = torch.randn(ref.shape, generator=gen, dtype=dtype)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gref,) = torch.autograd.grad(ref, x, g)
+    assert torch.equal(gx, gref)
+
+
+@pytest.mark.parametrize("cls, d", [(enn.SpatialMaxPool2d, 2), (enn.SpatialMaxPool3d, 3)])
+def test_spatial_max_pool_runs_the_window_max_on_cpu(cls, d, monkeypatch):
+    """The layers take the numba kernels on float CPU tensors (seen by their call), torch's op otherwise."""
+    calls = []
+    real = _window_max.window_max
+    monkeypatch.setattr(_window_max, "window_max", lambda *a: calls.append(a) or real(*a))
+    x = torch.randn(2, 3, 4, *(4,) * d)
+    y = cls(2)(x)
+    assert calls and torch.equal(y, _torch_max_pool(x, 2, d))
+    calls.clear()
+    cls(2)(x.to(torch.int32))
+    assert not calls  # integers: torch's op
