@@ -8,8 +8,13 @@ an equivariance check that transforms *one* example of the batch only.
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from e4net import nn as enn
@@ -155,3 +160,107 @@ def test_norm_checks_and_repr():
             layer(torch.randn(2, 4, 4, 3, 3))  # the group axis of p4, not p4m
         with pytest.raises(ValueError, match=type(layer).__name__):
             layer(torch.randn(2, 3, 8, 3, 3))  # wrong number of fields
+
+
+# ---- norm_relu: ReLU(norm(x)) fused on float CPU tensors (e4net.nn._norm_relu) ---------------------------------------
+
+
+def _norm_pair(kind, G, c, momentum, affine, track, seed):
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "batch":
+        norm = enn.GroupBatchNorm(c, G, momentum=momentum, affine=affine, track_running_stats=track)
+    else:
+        norm = enn.GroupInstanceNorm(c, G, affine=affine)
+    for t in [*norm.parameters(), *(b for b in norm.buffers() if b.is_floating_point())]:
+        t.data = torch.rand(t.shape, generator=gen, dtype=t.dtype) * 2 - 0.5  # random weights, running statistics
+    if kind == "batch" and track:
+        norm.running_var.data = norm.running_var.abs() + 0.5
+    return norm.double(), copy.deepcopy(norm).double()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    kind=st.sampled_from(["batch", "instance"]),
+    G=st.sampled_from(GROUPS),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)),
+    momentum=st.sampled_from([0.1, 0.7, None]),
+    affine=st.booleans(),
+    track=st.booleans(),
+    training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_norm_relu_is_the_norm_then_relu(kind, G, shape, momentum, affine, track, training, seed):
+    """Outputs, gradients (input, weight, bias) and the updated buffers equal ``relu(norm(x))`` of torch's ops, for
+    random parameters and running statistics, in train and eval mode (float64: up to rounding)."""
+    b, c, h, w = shape
+    if kind == "batch" and (training or not track) and b * G.order * h * w == 1:
+        return  # torch refuses one value per channel in training; norm_relu hands that case to torch
+    ref, fused = _norm_pair(kind, G, c, momentum, affine, track, seed)
+    ref.train(training), fused.train(training)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = (torch.randn(b, c, G.order, h, w, generator=gen, dtype=torch.float64) * 2 + 0.3).requires_grad_()
+    want = torch.relu(ref(x))
+    got = enn.norm_relu(fused, x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    g = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    wrt_ref = [x, *ref.parameters()]
+    wrt_fused = [x, *fused.parameters()]
+    for a, e in zip(torch.autograd.grad(got, wrt_fused, g), torch.autograd.grad(want, wrt_ref, g)):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+    for (name, a), (_, e) in zip(fused.named_buffers(), ref.named_buffers()):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("from_x, per_example", [(True, False), (True, True), (False, False)])
+def test_norm_relu_gradcheck(from_x, per_example):
+    """float64 gradcheck of the fused op's backward (statistics of x, per batch or per example; constants)."""
+    from e4net.nn import _norm_relu
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 2, 4, 3, 3, generator=gen, dtype=torch.float64) + 0.4).requires_grad_()
+    w = (torch.rand(2, generator=gen, dtype=torch.float64) + 0.5).requires_grad_()
+    bias = torch.randn(2, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w, bias):
+        if from_x:
+            mean, var, _ = _norm_relu.moments(x, per_example)
+        else:
+            mean, var = np.array([0.2, -0.1]), np.array([1.5, 0.7])
+        return _norm_relu.norm_relu(x, w, bias, mean, var, 1e-5, from_x, per_example)
+
+    assert torch.autograd.gradcheck(f, (x, w, bias))
+
+
+def test_norm_relu_runs_fused_only_where_it_applies(monkeypatch):
+    """Float CPU tensors in eager mode take the fused op; hooks on the norm (e4net.count's), tracing by torch.fx and
+    other dtypes run the norm module and a ReLU."""
+    from e4net.nn import _norm_relu
+
+    calls = []
+    real = _norm_relu.norm_relu
+    monkeypatch.setattr(_norm_relu, "norm_relu", lambda *a, **k: calls.append(1) or real(*a, **k))
+    norm = enn.GroupBatchNorm(2, P4)
+    x = torch.randn(2, 2, 4, 3, 3)
+    enn.norm_relu(norm, x)
+    assert calls
+    calls.clear()
+    seen = []
+    handle = norm.register_forward_hook(lambda *a: seen.append(1))
+    y = enn.norm_relu(norm, x)
+    handle.remove()
+    assert seen and not calls and (y >= 0).all()
+    enn.norm_relu(norm, x.to(torch.bfloat16))  # not a dtype of the kernels: the modules
+    assert not calls
+    with pytest.raises(ValueError, match="expected 2 fields"):
+        enn.norm_relu(norm, torch.randn(2, 3, 4, 3, 3))
+
+    class Block(nn.Module):  # torch.fx traces norm_relu as the two modules (export() relies on this)
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm3d(2)
+
+        def forward(self, x):
+            return enn.norm_relu(self.norm, x)
+
+    graph = torch.fx.symbolic_trace(Block()).graph
+    assert [n.op for n in graph.nodes] == ["placeholder", "call_module", "call_function", "output"]

@@ -51,7 +51,9 @@ from ..nn import (
     LiftingConv,
     SpatialAvgPool2d,
     SpatialMaxPool2d,
+    norm_relu,
 )
+from .blocks import ConvNormAct
 from .registry import register_model
 
 __all__ = ["ResNet18", "GroupResNet18", "BasicBlock", "GroupBasicBlock", "default_width", "AUTHORS_DROPOUT"]
@@ -170,7 +172,7 @@ class GroupBasicBlock(nn.Module):
             self.shortcut = nn.Sequential(*layers, GroupBatchNorm(cout, group))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.dropout(self.pool(self.conv1(x)))))
+        out = norm_relu(self.bn1, self.dropout(self.pool(self.conv1(x))))
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
@@ -215,9 +217,7 @@ class GroupResNet18(nn.Module):
         g = resolve(group)
         self.group = g
         width = default_width(g) if width is None else width
-        self.stem = nn.Sequential(
-            LiftingConv(in_channels, width, 3, g), GroupBatchNorm(width, g), nn.ReLU(inplace=True)
-        )
+        self.stem = ConvNormAct(LiftingConv(in_channels, width, 3, g), GroupBatchNorm(width, g), nn.ReLU(inplace=True))
         blocks, cin = [], width
         for stage in range(4):
             cout = width * 2**stage

@@ -7,7 +7,7 @@ from .backend import set_backend
 from .conv import GroupConv, LiftingConv
 from .e4 import CONCAT_MODES, E4Conv
 from .linear import SlotwiseLinear
-from .norm import GroupBatchNorm, GroupInstanceNorm
+from .norm import GroupBatchNorm, GroupInstanceNorm, norm_relu
 from .pooling import (
     GlobalAvgPool,
     GlobalMaxPool,
@@ -29,6 +29,7 @@ __all__ = [
     "CONCAT_MODES",
     "GroupBatchNorm",
     "GroupInstanceNorm",
+    "norm_relu",
     "GroupMaxPool",
     "GroupAvgPool",
     "SpatialMaxPool2d",

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
 
 from ..groups import Group
+
+
+def observed(*modules: nn.Module) -> bool:
+    """Whether forward hooks (a module's own or global ones) would see one of ``modules`` run: a layer runs such a
+    module through its ``__call__`` instead of fusing it away (e.g. for the hooks of :func:`e4net.count`)."""
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in modules
+    )
 
 
 def check_kernel_size(kernel_size: int, layer: str) -> int:

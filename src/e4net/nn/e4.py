@@ -26,29 +26,24 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as torch_module
 
 from ..backends import aggregate_generated, check_backend
 from ..groups import Group, resolve
-from ._checks import check_exact_stride, check_feature_map, check_kernel_size, check_positive, check_stride
+from ._checks import (
+    check_exact_stride,
+    check_feature_map,
+    check_kernel_size,
+    check_positive,
+    check_stride,
+    observed,
+)
 from .aggregation import GroupAggregation
 from .conv import GroupConv
 from .linear import SlotwiseLinear
-from .norm import GroupBatchNorm, GroupInstanceNorm
+from .norm import GroupBatchNorm, GroupInstanceNorm, norm_relu
 
 CONCAT_MODES = ("both", "kernel", "value", "none")
-
-
-def _observed(module: nn.Module) -> bool:
-    """Whether forward hooks (the module's own or global ones) would see ``module`` run."""
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or torch_module._global_forward_hooks
-        or torch_module._global_forward_pre_hooks
-    )
 
 
 GENERATOR_NORMS = ("instance", "batch")
@@ -169,7 +164,7 @@ class E4Conv(GroupAggregation):
         d = self.group.spatial_dims
         if self.stride > 1:
             x = x[(..., *([slice(None, None, self.stride)] * d))]
-        return F.relu(self.norm(self.reduce(x)), inplace=True)  # the norm's backward does not need its output
+        return norm_relu(self.norm, self.reduce(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
@@ -184,7 +179,7 @@ class E4Conv(GroupAggregation):
         y = aggregate_generated(
             v, hidden, self.span.weight, self.span.bias, self.relative_position_index, self.stride, self.backend,
             make_kernels=(lambda: self._span(hidden, add_bias=False)) if self.group.spatial_dims == 2 else None,
-            fuse=self.group.spatial_dims == 3 or not _observed(self.span),
+            fuse=self.group.spatial_dims == 3 or not observed(self.span),
         )  # fmt: skip
         if self.bias is not None:
             y = y + self.bias.view(1, -1, *([1] * (self.group.spatial_dims + 1)))

@@ -2,6 +2,8 @@
 
 Sharing over the group axis is what keeps the layer equivariant for *any* affine weights training can reach:
 a per-group-slot scale would be equivariant at init (all ones) and broken after one optimiser step.
+
+:func:`norm_relu` runs ``ReLU(norm(x))`` for either norm, fused on float CPU tensors (:mod:`._norm_relu`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..groups import Group, resolve
-from ._checks import check_feature_map, check_positive
+from . import _norm_relu
+from ._checks import check_feature_map, check_positive, observed
 
 
 class GroupBatchNorm(nn.BatchNorm3d):
@@ -73,3 +76,38 @@ class GroupInstanceNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}, group={self.group.name}"
+
+
+def norm_relu(norm: GroupBatchNorm | GroupInstanceNorm, x: torch.Tensor) -> torch.Tensor:
+    """``ReLU(norm(x))`` with ``norm``'s parameters, statistics and buffers, exactly as the two modules in sequence
+    (a batch norm in training mode updates its running statistics and ``num_batches_tracked`` the same way).
+
+    On float CPU tensors in eager mode this is one pass over memory each way instead of five, and only ``x`` is
+    kept for the backward pass (:mod:`e4net.nn._norm_relu`; results equal up to float rounding). Elsewhere, or when
+    forward hooks observe ``norm`` (e.g. :func:`e4net.count`'s), it runs ``norm`` and an in-place ReLU.
+    """
+    if isinstance(x, torch.fx.Proxy) or not _norm_relu.applies(x) or observed(norm):  # fx: the two modules
+        return F.relu(norm(x), inplace=True)  # the norms' backward passes do not need their output
+    if isinstance(norm, GroupInstanceNorm):
+        check_feature_map(x, norm.num_features, norm.group, type(norm).__name__)
+        mean, var, _ = _norm_relu.moments(x, per_example=True)
+        return _norm_relu.norm_relu(x, norm.weight, norm.bias, mean, var, norm.eps, from_x=True, per_example=True)
+    norm._check_input_dim(x)
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)  # as nn.BatchNorm3d.forward
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    running = norm.running_mean is not None and norm.running_var is not None
+    if norm.training or not running:
+        mean, var, n = _norm_relu.moments(x, per_example=False)
+        if n <= 1:  # torch's error: "Expected more than 1 value per channel when training"
+            return F.relu(F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps), inplace=True)
+        if norm.training and running:
+            with torch.no_grad():
+                rm, rv = norm.running_mean, norm.running_var
+                rm.mul_(1 - factor).add_(torch.from_numpy(mean).to(rm.dtype), alpha=factor)
+                rv.mul_(1 - factor).add_(torch.from_numpy(var * (n / (n - 1))).to(rv.dtype), alpha=factor)
+        return _norm_relu.norm_relu(x, norm.weight, norm.bias, mean, var, norm.eps, from_x=True, per_example=False)
+    mean = norm.running_mean.detach().double().numpy()
+    var = norm.running_var.detach().double().numpy()
+    return _norm_relu.norm_relu(x, norm.weight, norm.bias, mean, var, norm.eps, from_x=False, per_example=False)
