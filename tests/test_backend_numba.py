@@ -151,7 +151,8 @@ def test_e4conv_defaults_to_numba_on_cpu(monkeypatch):
 
 
 def test_falls_back_to_plain_pytorch_without_numba_and_triton():
-    """Without numba / triton installed, ``auto`` is the plain-PyTorch ``shift`` backend and E4Conv still works."""
+    """Without numba / triton installed, ``auto`` is the plain-PyTorch ``shift`` backend and E4Conv (with its
+    generator's norm) and the pooling layers still work."""
     code = (
         "import sys; sys.modules['numba'] = None; sys.modules['triton'] = None\n"
         "import torch\n"
@@ -160,11 +161,13 @@ def test_falls_back_to_plain_pytorch_without_numba_and_triton():
         "assert 'numba' not in available_backends() and 'triton' not in available_backends(), available_backends()\n"
         "print(resolve_backend('auto', torch.device('cpu')), resolve_backend('auto', torch.device('cuda')))\n"
         "print(tuple(E4Conv(2, 2, 3, 'p4')(torch.randn(1, 2, 4, 5, 5)).shape))\n"
+        "from e4net.nn import SpatialMaxPool3d\n"  # the numba pooling and norm kernels are optional too
+        "print(tuple(SpatialMaxPool3d(2)(torch.randn(1, 2, 24, 4, 4, 4)).shape))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["shift", "shift", "(1,", "2,", "4,", "5,", "5)"]
+    assert res.stdout.split() == ["shift", "shift", "(1,", "2,", "4,", "5,", "5)", "(1,", "2,", "24,", "2,", "2,", "2)"]
 
 
 def test_auto_picks_triton_on_cuda_when_installed():

@@ -175,6 +175,25 @@ def test_blocked_kernels_match_generic(case, monkeypatch):
         assert err < tol, f"{what}: {err:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_blocked_kernels_read_the_batch_inside_layout(dtype):
+    """``v`` stored as ``(C, |A|, B, D, H, W)`` (E4's shared 1x1 maps) is read in place: the output and all gradients
+    equal those of a contiguous ``v``, and ``grad_v`` comes back in ``v``'s layout."""
+    import e4net.backends._numba_blocked as blocked
+
+    v, hidden, w, bias_, index = _generated_inputs(O, 3, 4, 2, 3, 3, (5, 4, 6), 1, dtype, seed=7)
+    inside = v.detach().permute(1, 2, 0, 3, 4, 5).contiguous().permute(2, 0, 1, 3, 4, 5).requires_grad_()
+    assert not inside.is_contiguous() and blocked.value_layout(inside)[3]
+    go = torch.randn(v.shape, dtype=dtype, generator=torch.Generator().manual_seed(8))
+    results = []
+    for vv in (v, inside):
+        out = aggregate_generated(vv, hidden, w, bias_, index, 1, "numba")
+        results.append((out, *torch.autograd.grad(out, (vv, hidden, w, bias_), go)))
+    for r, x in zip(*results):
+        assert torch.equal(r, x)
+    assert results[1][1].permute(1, 2, 0, 3, 4, 5).is_contiguous()  # grad_v in the layout of v
+
+
 def test_blocked_kernels_only_where_generated(monkeypatch):
     """Stride 2, and layers too wide for the register tile, take the generic kernels (and still match the
     reference)."""

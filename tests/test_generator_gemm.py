@@ -122,3 +122,64 @@ def test_shared_weight_bmm_conv_way(b, m, k, n):
     g = torch.randn_like(y)
     for a, e in zip(torch.autograd.grad(y, (w, x_full), g), torch.autograd.grad(ref, (w, x_full), g), strict=True):
         torch.testing.assert_close(a, e)
+
+
+# ---- E4's V and W1 as one GEMM over the batch (shared_input_pair) --------------------------------------------------
+
+
+@pytest.mark.skipif(not _gemm.pair_applies(torch.zeros(1)), reason="needs torch's oneDNN matmul on the CPU")
+@pytest.mark.parametrize("b, k, n, ma, mb", [(3, 48, 7, 40, 24), (1, 32, 64, 8, 16), (5, 96, 27, 96, 96)])
+def test_shared_input_pair_is_two_shared_weight_maps(b, k, n, ma, mb):
+    """Values and the three gradients equal those of two separate maps; the results are stored as (M, B, N); a map
+    whose result is unused gets no gradient."""
+    gen = torch.Generator().manual_seed(b * k + n)
+    x = torch.randn(b, k, n, generator=gen, requires_grad=True)
+    wa = torch.randn(ma, k, generator=gen, requires_grad=True)
+    wb = torch.randn(mb, k, generator=gen, requires_grad=True)
+    a, c = _gemm.shared_input_pair(x, wa, wb)
+    ea, ec = torch.einsum("mk,bkn->bmn", wa, x), torch.einsum("mk,bkn->bmn", wb, x)
+    torch.testing.assert_close(a, ea, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c, ec, rtol=1e-4, atol=1e-4)
+    assert a.permute(1, 0, 2).is_contiguous() and c.permute(1, 0, 2).is_contiguous()
+    ga, gc = torch.randn(a.shape, generator=gen), torch.randn(c.shape, generator=gen)
+    got = torch.autograd.grad((a, c), (x, wa, wb), (ga, gc))
+    exp = torch.autograd.grad((ea, ec), (x, wa, wb), (ga, gc))
+    for u, e in zip(got, exp):
+        torch.testing.assert_close(u, e, rtol=1e-4, atol=1e-3)
+    a, c = _gemm.shared_input_pair(x, wa, wb)
+    gx, gwa, gwb = torch.autograd.grad(a, (x, wa, wb), ga, allow_unused=True)
+    assert gwb is None
+    torch.testing.assert_close(gx, torch.einsum("mk,bmn->bkn", wa, ga), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("group, size", [("O", 3), ("p4m", 5)])
+def test_e4_with_the_shared_gemm_is_the_e4_layer(group, size, monkeypatch):
+    """E4Conv's output and gradients (input and every parameter) are those of its modules run one by one, with random
+    parameters; forward hooks on V or W1 make the layer run them as modules."""
+    from e4net.analysis import randomize_
+    from e4net.nn import E4Conv
+    from e4net.nn import e4 as e4_module
+
+    torch.manual_seed(0)
+    layer = randomize_(E4Conv(4, 4, 3, group, reduction=2, slices=2))
+    d = layer.group.spatial_dims
+    x = torch.randn(3, 4, layer.group.order, *(size,) * d, requires_grad=True)
+    calls = []
+    real = e4_module.shared_input_pair
+    monkeypatch.setattr(e4_module, "shared_input_pair", lambda *a: calls.append(1) or real(*a))
+    y = layer(x)
+    assert calls == [1]
+    params = [x, *layer.parameters()]
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, params, g)
+    monkeypatch.setattr(e4_module, "pair_applies", lambda x: False)
+    ref = layer(x)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    for u, e in zip(got, torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(u, e, rtol=1e-3, atol=1e-4)
+    monkeypatch.setattr(e4_module, "pair_applies", _gemm.pair_applies)
+    calls.clear()
+    handle = layer.reduce.register_forward_hook(lambda *a: None)
+    layer(x)
+    handle.remove()
+    assert not calls

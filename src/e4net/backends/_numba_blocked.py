@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numba
+import torch
 
 from ._geometry import kernel_side
 
@@ -177,8 +179,8 @@ def tiles(slabs, pitch, span):  # (start, length) of the tiles, up to the last s
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slices inside: h is loaded once
-    nb, nc, na, d, h, w = v.shape
+def forward(vf, vb, vs, hid, w2, b2, index, out, threads):  # split over (b, a), the slices inside: h loaded once
+    nb, nc, na, d, h, w = out.shape
     kk = index.shape[1]
     ns = w2.shape[0] // kk
     grid = np.array([d, h, w])
@@ -187,18 +189,18 @@ def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slic
     n = d * hp * wp
     vol = d * h * w
     padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
-    vf, hf, of = v.reshape(-1), hid.reshape(-1), out.reshape(-1)
+    hf, of = hid.reshape(-1), out.reshape(-1)
     shift = np.empty(kk, dtype=np.int64)
     for u in range(kk):
         shift[u] = ((u // (K * K) if DIMS == 3 else p) * hp + (u // K) % K) * wp + u % K
     splits = nb * na
     workers = max(1, min(threads, splits))
     for worker in prange(workers):  # buffers once per worker: their padding stays 0, only the interiors are loaded
-        vps = np.zeros((CS, padded), dtype=v.dtype)
-        hx = np.zeros((NH, n), dtype=v.dtype)
-        acc = np.empty((CS, n), dtype=v.dtype)
-        wsel = np.empty((kk, NH), dtype=v.dtype)
-        bsel = np.empty(kk, dtype=v.dtype)
+        vps = np.zeros((CS, padded), dtype=vf.dtype)
+        hx = np.zeros((NH, n), dtype=vf.dtype)
+        acc = np.empty((CS, n), dtype=vf.dtype)
+        wsel = np.empty((kk, NH), dtype=vf.dtype)
+        bsel = np.empty(kk, dtype=vf.dtype)
         for t in range(worker, splits, workers):
             b = t // na
             a = t % na
@@ -210,15 +212,15 @@ def forward(v, hid, w2, b2, index, out, threads):  # split over (b, a), the slic
                     for q in range(NH):
                         wsel[u, q] = w2[o, q]
                 for ci in range(CS):
-                    load_shared_padding(vf, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w, p, vps[ci])
+                    load_shared_padding(vf, b * vb + ((j + ci * ns) * na + a) * vs, d, h, w, p, vps[ci])
                 forward_tiles(hx, vps, acc, wsel, bsel, shift, d, hp * wp, h * wp)
                 for ci in range(CS):
                     to_volume(acc[ci], 0, hp * wp, wp, of, ((b * nc + j + ci * ns) * na + a) * vol, d, h, w)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split over (b, a): gh[b, :, a] has one writer
-    nb, nc, na, d, h, w = v.shape
+def backward(vf, vb, vs, hid, w2, b2, index, gout, gvf, gh, gw, gb, threads):  # split over (b, a): gh[b, :, a] has
+    nb, nc, na, d, h, w = gout.shape  # one writer
     kk = index.shape[1]
     ns = w2.shape[0] // kk
     grid = np.array([d, h, w])
@@ -228,23 +230,23 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
     n = d * rs
     vol = d * h * w
     padded = (d + 2 * p) * hp * wp + 2 * p * wp + 2 * p + 1
-    vf, hf, gof, gvf, ghf = v.reshape(-1), hid.reshape(-1), gout.reshape(-1), gv.reshape(-1), gh.reshape(-1)
+    hf, gof, ghf = hid.reshape(-1), gout.reshape(-1), gh.reshape(-1)
     shift = np.empty(kk, dtype=np.int64)
     for u in range(kk):
         shift[u] = ((u // (K * K) if DIMS == 3 else p) * hp + (u // K) % K) * wp + u % K
     splits = nb * na
     workers = max(1, min(threads, splits))
     for worker in prange(workers):
-        vps = np.zeros((CS, padded), dtype=v.dtype)
-        gvps = np.empty((CS, padded), dtype=v.dtype)
-        hx = np.zeros((NH, n), dtype=v.dtype)
-        ghx = np.empty((NH, n), dtype=v.dtype)
-        gx = np.zeros((CS, n), dtype=v.dtype)  # grad_out in the accumulator layout (scratch entries stay 0)
-        gkt = np.empty((kk, CHUNK), dtype=v.dtype)
-        wsel = np.empty((kk, NH), dtype=v.dtype)
-        bsel = np.empty(kk, dtype=v.dtype)
-        gws = np.empty((kk, NH), dtype=v.dtype)
-        gbs = np.empty(kk, dtype=v.dtype)
+        vps = np.zeros((CS, padded), dtype=vf.dtype)
+        gvps = np.empty((CS, padded), dtype=vf.dtype)
+        hx = np.zeros((NH, n), dtype=vf.dtype)
+        ghx = np.empty((NH, n), dtype=vf.dtype)
+        gx = np.zeros((CS, n), dtype=vf.dtype)  # grad_out in the accumulator layout (scratch entries stay 0)
+        gkt = np.empty((kk, CHUNK), dtype=vf.dtype)
+        wsel = np.empty((kk, NH), dtype=vf.dtype)
+        bsel = np.empty(kk, dtype=vf.dtype)
+        gws = np.empty((kk, NH), dtype=vf.dtype)
+        gbs = np.empty(kk, dtype=vf.dtype)
         for t in range(worker, splits, workers):
             b = t // na
             a = t % na
@@ -260,7 +262,7 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
                         gws[u, q] = 0
                 for ci in range(CS):
                     c = j + ci * ns
-                    load_shared_padding(vf, ((b * nc + c) * na + a) * vol, d, h, w, p, vps[ci])
+                    load_shared_padding(vf, b * vb + (c * na + a) * vs, d, h, w, p, vps[ci])
                     from_volume(gof, ((b * nc + c) * na + a) * vol, d, h, w, gx[ci], 0, rs, wp)
                 gvps[:] = 0
                 backward_tiles(hx, vps, gx, gvps, ghx, wsel, bsel, shift, d, rs, h * wp, gkt, gws, gbs)
@@ -270,8 +272,8 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
                     for q in range(NH):
                         gw[t, o, q] += gws[u, q]
                 for ci in range(CS):
-                    vb = ((b * nc + j + ci * ns) * na + a) * vol
-                    to_volume(gvps[ci], (p * hp + p) * wp + p, rs, wp, gvf, vb, d, h, w)  # from the voxel (0, 0, 0)
+                    at = b * vb + ((j + ci * ns) * na + a) * vs
+                    to_volume(gvps[ci], (p * hp + p) * wp + p, rs, wp, gvf, at, d, h, w)  # from the voxel (0, 0, 0)
             for q in range(NH):
                 to_volume(ghx[q], 0, rs, wp, ghf, ((b * NH + q) * na + a) * vol, d, h, w)
 """
@@ -279,9 +281,11 @@ def backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb, threads):  # split ove
 
 def module_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     """The whole generated module for ``(nh, cs, k)``: the two tile loops and the split-level kernels
-    ``forward(v, hid, w2, b2, index, out, threads)`` / ``backward(v, hid, w2, b2, index, gout, gv, gh, gw, gb,
-    threads)`` (the arguments of :func:`e4net.backends.numba_agg3d._forward_generated` / ``_backward_generated`` at
-    stride 1, 6-D arrays, a pixel grid with depth 1; ``gw`` / ``gb`` per split ``(b, a)``; ``threads`` workers)."""
+    ``forward(vf, vb, vs, hid, w2, b2, index, out, threads)`` / ``backward(vf, vb, vs, hid, w2, b2, index, gout, gvf,
+    gh, gw, gb, threads)`` (the arguments of :func:`e4net.backends.numba_agg3d._forward_generated` /
+    ``_backward_generated`` at stride 1, 6-D arrays, a pixel grid with depth 1; ``gw`` / ``gb`` per split ``(b, a)``;
+    ``threads`` workers), except ``v`` / ``gv``: flat buffers whose volume ``(b, c, a)`` starts at ``b vb + (c |A| +
+    a) vs`` (:func:`value_layout`)."""
     jit = "@njit(fastmath=True, cache=True)\n"
     return (
         f"# generated by e4net.backends._numba_blocked for nh={nh}, cs={cs}, k={k}; numba {numba.__version__}\n"
@@ -297,6 +301,30 @@ def module_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
         + "\n"
         + _SPLITS
     )
+
+
+def value_layout(v: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
+    """``v (B, C, |A|, *grid)`` as the kernels read it: ``(flat buffer, vb, vs, batch_inside)``, volume ``(b, c, a)``
+    at ``b vb + (c |A| + a) vs``. Read in place when contiguous, or when stored as ``(C, |A|, B, *grid)`` (the layout
+    in which E4's two 1x1 maps come out of one GEMM over the batch, :func:`e4net.nn._gemm.shared_input_pair`);
+    otherwise a contiguous copy."""
+    vol = math.prod(v.shape[3:])
+    if v.is_contiguous():
+        return v.reshape(-1), v.shape[1] * v.shape[2] * vol, vol, False
+    inside = v.permute(1, 2, 0, *range(3, v.dim()))
+    if inside.is_contiguous():
+        return inside.reshape(-1), vol, v.shape[0] * vol, True
+    return value_layout(v.contiguous())
+
+
+def empty_in_layout(v: torch.Tensor, batch_inside: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """An uninitialised tensor shaped like ``v`` in the layout :func:`value_layout` reported, and its flat buffer."""
+    if not batch_inside:
+        flat = torch.empty(v.numel(), dtype=v.dtype, device=v.device)
+        return flat.view(v.shape), flat
+    b, c, a, *grid = v.shape
+    flat = torch.empty(v.numel(), dtype=v.dtype, device=v.device)
+    return flat.view(c, a, b, *grid).permute(2, 0, 1, *range(3, v.dim())), flat
 
 
 def cache_dir() -> Path:

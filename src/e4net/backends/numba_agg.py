@@ -368,9 +368,10 @@ def numba_aggregate_generated_blocked(
     v, hidden, weight, bias = v.contiguous(), hidden.contiguous(), weight.contiguous(), bias.contiguous()
     out = _memory.empty(v.shape, v.dtype)
     kernels = _blocked.kernels(*_blocked.sizes(v, hidden, weight, index), dims=2)
+    vol = v.shape[3] * v.shape[4]
     kernels.forward(
-        v.unsqueeze(3).numpy(), hidden.unsqueeze(3).numpy(), weight.numpy(), bias.numpy(), index_array(index),
-        out.unsqueeze(3).numpy(), _set_threads(),
+        v.view(-1).numpy(), v.shape[1] * v.shape[2] * vol, vol, hidden.unsqueeze(3).numpy(), weight.numpy(),
+        bias.numpy(), index_array(index), out.unsqueeze(3).numpy(), _set_threads(),
     )  # fmt: skip
     return out
 

@@ -419,14 +419,15 @@ def numba_aggregate_generated_3d(
 ) -> torch.Tensor:
     """The 3-D aggregation of the kernels ``weight · hidden + bias`` generated in cache: ``hidden (B, C_h, |A|, D',
     H', W')``, ``weight (s k^3, C_h)``, ``bias (s k^3,)`` -> ``(B, C, |A|, D', H', W')``."""
-    v, hidden, weight, b2 = v.contiguous(), hidden.contiguous(), weight.contiguous(), bias.contiguous()
+    hidden, weight, b2 = hidden.contiguous(), weight.contiguous(), bias.contiguous()
     out = torch.empty(*v.shape[:3], *hidden.shape[3:], dtype=v.dtype)
     nh, cs, k = _blocked.sizes(v, hidden, weight, index)
-    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
-    if _blocked.applies(stride, nh, cs, k):
-        _blocked.kernels(nh, cs, k).forward(*args, out.numpy(), get_num_threads())
+    args = (hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
+    if _blocked.applies(stride, nh, cs, k):  # v read in place, also in the layout of E4's shared 1x1 maps
+        vf, vb, vs, _ = _blocked.value_layout(v)
+        _blocked.kernels(nh, cs, k).forward(vf.numpy(), vb, vs, *args, out.numpy(), get_num_threads())
     else:
-        _forward_generated(*args, k, stride, out.numpy())
+        _forward_generated(v.contiguous().numpy(), *args, k, stride, out.numpy())
     return out
 
 
@@ -442,18 +443,22 @@ def numba_aggregate_generated_3d_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Gradients of :func:`numba_aggregate_generated_3d` with respect to ``v``, ``hidden``, ``weight`` and ``bias``
     (per split ``(b, a)`` partial sums for ``weight`` and ``bias``, added here)."""
-    v, hidden, weight, b2, go = (t.contiguous() for t in (v, hidden, weight, bias, grad_out))
+    hidden, weight, b2, go = (t.contiguous() for t in (hidden, weight, bias, grad_out))
     splits = v.shape[0] * v.shape[2]
-    gv, gh = torch.empty_like(v), torch.empty_like(hidden)
+    gh = torch.empty_like(hidden)
     gw = torch.zeros(splits, *weight.shape, dtype=v.dtype)
     gb = torch.zeros(splits, weight.shape[0], dtype=v.dtype)
     nh, cs, k = _blocked.sizes(v, hidden, weight, index)
-    args = (v.numpy(), hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
-    grads = (go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
-    if _blocked.applies(stride, nh, cs, k):
-        _blocked.kernels(nh, cs, k).backward(*args, *grads, get_num_threads())
+    args = (hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
+    if _blocked.applies(stride, nh, cs, k):  # grad_v in v's layout (_blocked.value_layout)
+        vf, vb, vs, inside = _blocked.value_layout(v)
+        gv, gvf = _blocked.empty_in_layout(v, inside)
+        grads = (go.numpy(), gvf.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
+        _blocked.kernels(nh, cs, k).backward(vf.numpy(), vb, vs, *args, *grads, get_num_threads())
     else:
-        _backward_generated(*args, k, stride, *grads)
+        v = v.contiguous()
+        gv = torch.empty_like(v)
+        _backward_generated(v.numpy(), *args, k, stride, go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
     return gv, gh, gw.sum(0), gb.sum(0)
 
 

@@ -20,15 +20,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+
+try:
+    from numba import njit, prange
+except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
+    NUMBA = False
+    prange = range
+
+    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the functions stay plain Python, never called
+        return lambda f: f
+else:
+    NUMBA = True
 
 _FAST = {"reassoc", "contract", "arcp"}  # vectorised sums; NaN / inf kept as IEEE (no "nnan" / "ninf")
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Eager mode (traced graphs keep the plain ops), CPU, float32 / float64, at least one entry per field."""
+    """numba installed, eager mode (traced graphs keep the plain ops), CPU, float32 / float64, at least one entry per
+    field."""
     return (
-        not torch.compiler.is_compiling()
+        NUMBA
+        and not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.dim() >= 3
@@ -36,134 +48,167 @@ def applies(x: torch.Tensor) -> bool:
     )
 
 
+# The kernels see x as rows (b, c), each made of ``na`` contiguous chunks of ``r`` entries at ``b sb + c sc + a sa``
+# (:func:`_rows`): one chunk per row for a contiguous map, ``|A|`` chunks for a map stored as ``(C, |A|, B, ...)``.
+# Outputs and incoming gradients are contiguous, chunk ``(b, c, a)`` at ``((b nc + c) na + a) r``.
+
+
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _sums(x, shift, s1, s2):  # pragma: no cover - compiled
-    """Per row ``(b, c)`` of ``x (B, C, R)``: ``shift`` = its first value, ``s1 = sum(x - shift)``, ``s2 = sum((x -
-    shift)^2)``, in float64."""
-    nb, nc, r = x.shape
+def _sums(xf, nb, nc, na, r, sb, sc, sa, first, s1, s2):  # pragma: no cover - compiled
+    """Per row ``(b, c)``: ``first`` = its first value, ``s1 = sum(x - first)``, ``s2 = sum((x - first)^2)``, in
+    float64."""
     for t in prange(nb * nc):
-        row = x[t // nc, t % nc]
-        s = np.float64(row[0])
+        b, c = t // nc, t % nc
+        s = np.float64(xf[b * sb + c * sc])
         a1 = 0.0
         a2 = 0.0
-        for i in range(r):
-            v = np.float64(row[i]) - s
-            a1 += v
-            a2 += v * v
-        shift[t // nc, t % nc] = s
-        s1[t // nc, t % nc] = a1
-        s2[t // nc, t % nc] = a2
-
-
-@njit(parallel=True, fastmath=_FAST, cache=True)
-def _affine_relu(x, scale, shift, y):  # pragma: no cover - compiled
-    """``y = max(x * scale + shift, 0)`` with ``scale``, ``shift`` per row ``(b, c)``."""
-    nb, nc, r = x.shape
-    for t in prange(nb * nc):
-        b, c = t // nc, t % nc
-        sc, sh = scale[b, c], shift[b, c]
-        xr, yr = x[b, c], y[b, c]
-        for i in range(r):
-            yr[i] = max(xr[i] * sc + sh, 0)
-
-
-@njit(parallel=True, fastmath=_FAST, cache=True)
-def _grad_sums(g, x, scale, shift, mean, s1, s2):  # pragma: no cover - compiled
-    """Per row: ``s1 = sum gz``, ``s2 = sum gz (x - mean)`` with ``gz = g`` where ``x * scale + shift > 0``."""
-    nb, nc, r = x.shape
-    for t in prange(nb * nc):
-        b, c = t // nc, t % nc
-        sc, sh, mu = scale[b, c], shift[b, c], mean[b, c]
-        xr, gr = x[b, c], g[b, c]
-        zero = xr[0] * 0  # in x's dtype: vectorised sums of r entries (rows are short)
-        a1 = zero
-        a2 = zero
-        for i in range(r):
-            xv = xr[i]
-            gz = gr[i] if xv * sc + sh > 0 else zero
-            a1 += gz
-            a2 += gz * (xv - mu)
+        for a in range(na):
+            at = b * sb + c * sc + a * sa
+            row = xf[at : at + r]
+            for i in range(r):
+                v = np.float64(row[i]) - s
+                a1 += v
+                a2 += v * v
+        first[b, c] = s
         s1[b, c] = a1
         s2[b, c] = a2
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _grad_input(g, x, scale, shift, k1, k2, k0, gx):  # pragma: no cover - compiled
-    """``gx = k1 gz + k2 x + k0`` per row, ``gz`` as in :func:`_grad_sums`."""
-    nb, nc, r = x.shape
+def _affine_relu(xf, nb, nc, na, r, sb, sc, sa, scale, shift, yf):  # pragma: no cover - compiled
+    """``y = max(x * scale + shift, 0)`` with ``scale``, ``shift`` per row ``(b, c)``; ``y`` contiguous."""
     for t in prange(nb * nc):
         b, c = t // nc, t % nc
-        sc, sh, a1, a2, a0 = scale[b, c], shift[b, c], k1[b, c], k2[b, c], k0[b, c]
-        xr, gr, o = x[b, c], g[b, c], gx[b, c]
-        zero = xr[0] * 0
-        for i in range(r):
-            xv = xr[i]
-            gz = gr[i] if xv * sc + sh > 0 else zero
-            o[i] = a1 * gz + a2 * xv + a0
+        sc_, sh = scale[b, c], shift[b, c]
+        for a in range(na):
+            at = b * sb + c * sc + a * sa
+            xr = xf[at : at + r]
+            yr = yf[(t * na + a) * r : (t * na + a + 1) * r]
+            for i in range(r):
+                yr[i] = max(xr[i] * sc_ + sh, 0)
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def _grad_sums(gf, xf, nb, nc, na, r, sb, sc, sa, scale, shift, mean, s1, s2):  # pragma: no cover - compiled
+    """Per row: ``s1 = sum gz``, ``s2 = sum gz (x - mean)`` with ``gz = g`` where ``x * scale + shift > 0``."""
+    for t in prange(nb * nc):
+        b, c = t // nc, t % nc
+        sc_, sh, mu = scale[b, c], shift[b, c], mean[b, c]
+        zero = xf[0] * 0  # in x's dtype: vectorised sums of r entries (rows are short)
+        a1 = zero
+        a2 = zero
+        for a in range(na):
+            at = b * sb + c * sc + a * sa
+            xr = xf[at : at + r]
+            gr = gf[(t * na + a) * r : (t * na + a + 1) * r]
+            for i in range(r):
+                xv = xr[i]
+                gz = gr[i] if xv * sc_ + sh > 0 else zero
+                a1 += gz
+                a2 += gz * (xv - mu)
+        s1[b, c] = a1
+        s2[b, c] = a2
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def _grad_input(gf, xf, nb, nc, na, r, sb, sc, sa, scale, shift, k1, k2, k0, gxf):  # pragma: no cover - compiled
+    """``gx = k1 gz + k2 x + k0`` per row, ``gz`` as in :func:`_grad_sums`; ``gx`` in ``x``'s layout."""
+    for t in prange(nb * nc):
+        b, c = t // nc, t % nc
+        sc_, sh, a1, a2, a0 = scale[b, c], shift[b, c], k1[b, c], k2[b, c], k0[b, c]
+        zero = xf[0] * 0
+        for a in range(na):
+            at = b * sb + c * sc + a * sa
+            xr, o = xf[at : at + r], gxf[at : at + r]
+            gr = gf[(t * na + a) * r : (t * na + a + 1) * r]
+            for i in range(r):
+                xv = xr[i]
+                gz = gr[i] if xv * sc_ + sh > 0 else zero
+                o[i] = a1 * gz + a2 * xv + a0
+
+
+def _rows(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+    """``x (B, C, ...)`` as the kernels read it: a flat buffer, ``(nb, nc, na, r, sb, sc, sa)`` and the permutation
+    that makes ``x`` contiguous. A contiguous map is one chunk per row; a group map ``(B, C, |A|, *grid)`` stored as
+    ``(C, |A|, B, *grid)`` (E4's 1x1 maps, :func:`e4net.nn._gemm.shared_input_pair`) is read in place, ``|A|``
+    chunks per row; anything else is copied first."""
+    b, c = x.shape[:2]
+    if x.is_contiguous():
+        r = x[0, 0].numel()
+        return x.reshape(-1), (b, c, 1, r, c * r, r, 0), tuple(range(x.dim()))
+    order = (1, 2, 0, *range(3, x.dim()))
+    if x.dim() >= 4 and x.permute(order).is_contiguous():
+        a, r = x.shape[2], x[0, 0, 0].numel()
+        return x.permute(order).reshape(-1), (b, c, a, r, r, a * b * r, b * r), order
+    return _rows(x.contiguous())
 
 
 def moments(x: torch.Tensor, per_example: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean and biased variance (float64) of ``x (B, C, ...)`` per field ``(C,)`` or per example and field ``(B,
     C)``, and the number of entries each is taken over."""
-    x3 = x.detach().reshape(x.shape[0], x.shape[1], -1).numpy()
-    nb, nc, r = x3.shape
+    flat, (nb, nc, na, r, sb, sc, sa), _ = _rows(x.detach())
     first, s1, s2 = (np.empty((nb, nc)) for _ in range(3))
-    _sums(x3, first, s1, s2)
-    row_mean = first + s1 / r
-    row_m2 = np.maximum(s2 - s1 * s1 / r, 0.0)
+    _sums(flat.numpy(), nb, nc, na, r, sb, sc, sa, first, s1, s2)
+    count = na * r
+    row_mean = first + s1 / count
+    row_m2 = np.maximum(s2 - s1 * s1 / count, 0.0)
     if per_example:
-        return row_mean, row_m2 / r, r
-    n = nb * r
+        return row_mean, row_m2 / count, count
+    n = nb * count
     mean = row_mean.mean(0)
-    m2 = row_m2.sum(0) + r * ((row_mean - mean) ** 2).sum(0)
+    m2 = row_m2.sum(0) + count * ((row_mean - mean) ** 2).sum(0)
     return mean, m2 / n, n
 
 
 class _NormReLU(torch.autograd.Function):
     """``relu((x - mean) rstd weight + bias)`` with ``mean``, ``rstd`` per row ``(B, C)`` (float64 arrays, given).
     ``from_x``: the statistics are ``x``'s own (over all examples when ``per_example`` is False), so the backward
-    pass differentiates through them; else they are constants (running statistics)."""
+    pass differentiates through them; else they are constants (running statistics). The output is contiguous, the
+    input's gradient in the input's layout (:func:`_rows`)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, mean, rstd, from_x, per_example):  # type: ignore[override]  # noqa: ANN001
-        b, c = x.shape[:2]
-        x3 = x.detach().reshape(b, c, -1)
+        c = x.shape[1]
+        flat, rows, order = _rows(x.detach())
         w = np.ones(c) if weight is None else weight.detach().double().numpy()
         beta = np.zeros(c) if bias is None else bias.detach().double().numpy()
         scale = w * rstd
         shift = beta - mean * scale
-        dt = x3.numpy().dtype
-        y = torch.empty_like(x3)
-        _affine_relu(x3.numpy(), scale.astype(dt), shift.astype(dt), y.numpy())
-        ctx.save_for_backward(x3)
+        dt = flat.numpy().dtype
+        y = torch.empty(x.shape, dtype=x.dtype)
+        _affine_relu(flat.numpy(), *rows, scale.astype(dt), shift.astype(dt), y.view(-1).numpy())
+        ctx.save_for_backward(flat)
+        ctx.layout = (rows, order, x.shape)
         ctx.stats = (mean, rstd, scale, shift, from_x, per_example, weight is not None, bias is not None)
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001
-        (x3,) = ctx.saved_tensors
+        (flat,) = ctx.saved_tensors
+        rows, order, shape = ctx.layout
         mean, rstd, scale, shift, from_x, per_example, has_w, has_b = ctx.stats
-        nb, nc, r = x3.shape
-        g3 = grad.contiguous().view(nb, nc, r)
-        dt = x3.numpy().dtype
+        nb, nc, na, r = rows[:4]
+        g = grad.contiguous().view(-1).numpy()
+        dt = flat.numpy().dtype
         sc, sh = scale.astype(dt), shift.astype(dt)
         s1, s2 = np.empty((nb, nc)), np.empty((nb, nc))
-        _grad_sums(g3.numpy(), x3.numpy(), sc, sh, mean.astype(dt), s1, s2)
+        _grad_sums(g, flat.numpy(), *rows, sc, sh, mean.astype(dt), s1, s2)
         gw = torch.from_numpy((s2 * rstd).sum(0)).to(grad.dtype) if has_w else None
         gb = torch.from_numpy(s1.sum(0)).to(grad.dtype) if has_b else None
         gx = None
         if ctx.needs_input_grad[0]:
             if from_x:
-                n = r if per_example else nb * r
+                n = na * r if per_example else nb * na * r
                 sg, sgx = (s1, s2) if per_example else (s1.sum(0), s2.sum(0))
                 k2 = np.broadcast_to(-scale * rstd * rstd * sgx / n, (nb, nc))
                 k0 = np.broadcast_to(-scale * sg / n, (nb, nc)) - k2 * mean
             else:
                 k2 = k0 = np.zeros((nb, nc))
             k1 = np.broadcast_to(scale, (nb, nc))
-            gx = torch.empty_like(x3)
-            _grad_input(g3.numpy(), x3.numpy(), sc, sh, k1.astype(dt), k2.astype(dt), k0.astype(dt), gx.numpy())
-            gx = gx.view(grad.shape)
+            gxf = torch.empty_like(flat)
+            _grad_input(g, flat.numpy(), *rows, sc, sh, k1.astype(dt), k2.astype(dt), k0.astype(dt), gxf.numpy())
+            inverse = sorted(range(len(order)), key=order.__getitem__)
+            gx = gxf.view([shape[i] for i in order]).permute(inverse)  # x's layout
         return gx, gw, gb, None, None, None, None
 
 
@@ -183,4 +228,4 @@ def norm_relu(
     b, c = x.shape[:2]
     mean = np.broadcast_to(mean, (b, c))
     rstd = np.broadcast_to(1.0 / np.sqrt(var + eps), (b, c))
-    return _NormReLU.apply(x.contiguous(), weight, bias, mean, rstd, from_x, per_example)
+    return _NormReLU.apply(x, weight, bias, mean, rstd, from_x, per_example)

@@ -17,12 +17,28 @@ mode (:func:`applies`); traced graphs (``torch.compile``, ``torch.export``) keep
 from __future__ import annotations
 
 import torch
-from numba import njit, prange
+
+try:
+    from numba import njit, prange
+except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
+    NUMBA = False
+    prange = range
+
+    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the functions stay plain Python, never called
+        return lambda f: f
+else:
+    NUMBA = True
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether :func:`window_max` runs ``x``: eager, CPU, float32 / float64 (the pooling layers check the sizes)."""
-    return not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    """Whether :func:`window_max` runs ``x``: numba installed, eager, CPU, float32 / float64 (the layers check the
+    sizes)."""
+    return (
+        NUMBA
+        and not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+    )
 
 
 @njit(inline="always")

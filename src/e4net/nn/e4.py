@@ -38,6 +38,7 @@ from ._checks import (
     check_stride,
     observed,
 )
+from ._gemm import pair_applies, shared_input_pair
 from .aggregation import GroupAggregation
 from .conv import GroupConv
 from .linear import SlotwiseLinear
@@ -166,12 +167,32 @@ class E4Conv(GroupAggregation):
             x = x[(..., *([slice(None, None, self.stride)] * d))]
         return norm_relu(self.norm, self.reduce(x))
 
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``V x`` and the generator's hidden features. With the concatenation in both (two group 1x1 convolutions of
+        the same input), on float32 CPU tensors, V and W1 run as one GEMM over the batch whose results the norm and
+        the aggregation read in place (:func:`e4net.nn._gemm.shared_input_pair`); else module by module."""
+        fused = (
+            self.concat == "both"
+            and self.stride == 1
+            and self.value.bias is None
+            and self.reduce.bias is None
+            and pair_applies(x)
+            and not observed(self.value, self.reduce)
+        )
+        if not fused:
+            return self.value(x), self.generator_hidden(x)
+        b, c, n = x.shape[:3]
+        wv = self.value._forward_bank().view(-1, c * n)
+        w1 = self.reduce._forward_bank().view(-1, c * n)
+        v, h = shared_input_pair(x.reshape(b, c * n, -1), wv, w1)
+        grid = x.shape[3:]
+        return v.view(b, self.out_channels, n, *grid), norm_relu(self.norm, h.view(b, self.hidden_channels, n, *grid))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
         check_feature_map(x, self.in_channels, self.group, name)
         check_exact_stride(x, self.stride, name, spatial_dims=self.group.spatial_dims)
-        v = self.value(x)
-        hidden = self.generator_hidden(x)
+        v, hidden = self._encode(x)
         # W2 is handed to the aggregation: a backend may generate each kernel W2 h + b where it is used (numba: on
         # voxel grids always, k^3 kernels are big; on pixel grids in inference). On pixel grids a stored kernel
         # tensor comes from the span module, which therefore runs as a module -- and stays unfused -- when hooks
