@@ -214,21 +214,23 @@ def test_norm_relu_is_the_norm_then_relu(kind, G, shape, momentum, affine, track
 @pytest.mark.parametrize("kind", ["batch", "instance"])
 def test_norm_relu_reads_the_batch_inside_layout(kind):
     """A map stored as ``(C, |A|, B, H, W)`` (E4's shared 1x1 maps) gives the results of its contiguous copy, and its
-    gradient comes back in that layout."""
+    gradient comes back in that layout; an incoming gradient stored so is read in place."""
     norm, _ = _norm_pair(kind, P4M, 3, 0.1, True, True, seed=4)
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(4, 3, P4M.order, 5, 6, generator=gen, dtype=torch.float64)
     inside = x.permute(1, 2, 0, 3, 4).contiguous().permute(2, 0, 1, 3, 4).requires_grad_()
     x.requires_grad_()
     g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    g_inside = g.permute(1, 2, 0, 3, 4).contiguous().permute(2, 0, 1, 3, 4)  # the incoming gradient stored so too
     outs, grads = [], []
-    for xx in (x, inside):
+    for xx, gg in ((x, g), (inside, g), (x, g_inside), (inside, g_inside)):
         y = enn.norm_relu(copy.deepcopy(norm), xx)
         outs.append(y)
-        grads.append(torch.autograd.grad(y, xx, g)[0])
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
-    assert outs[1].is_contiguous() and grads[1].permute(1, 2, 0, 3, 4).is_contiguous()
+        grads.append(torch.autograd.grad(y, xx, gg)[0])
+    for y, gx in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(y, outs[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gx, grads[0], rtol=1e-12, atol=1e-12)
+    assert outs[1].is_contiguous() and grads[1].permute(1, 2, 0, 3, 4).is_contiguous() and grads[2].is_contiguous()
 
 
 @pytest.mark.parametrize("from_x, per_example", [(True, False), (True, True), (False, False)])

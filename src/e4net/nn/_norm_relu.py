@@ -88,43 +88,80 @@ def _affine_relu(xf, nb, nc, na, r, sb, sc, sa, scale, shift, yf):  # pragma: no
                 yr[i] = max(xr[i] * sc_ + sh, 0)
 
 
+@njit(inline="always")
+def _row_grad_sums(gf, gb_, gc, ga, xf, b, c, na, r, sb, sc, sa, sc_, sh, mu):  # pragma: no cover - compiled
+    """``(sum gz, sum gz (x - mean))`` of row ``(b, c)``, ``gz = g`` where ``x * scale + shift > 0``."""
+    zero = xf[0] * 0  # in x's dtype: vectorised sums of r entries (rows are short)
+    a1 = zero
+    a2 = zero
+    for a in range(na):
+        at = b * sb + c * sc + a * sa
+        gat = b * gb_ + c * gc + a * ga
+        xr, gr = xf[at : at + r], gf[gat : gat + r]
+        for i in range(r):
+            xv = xr[i]
+            gz = gr[i] if xv * sc_ + sh > 0 else zero
+            a1 += gz
+            a2 += gz * (xv - mu)
+    return a1, a2
+
+
+@njit(inline="always")
+def _row_grad_input(gf, gb_, gc, ga, xf, b, c, na, r, sb, sc, sa, sc_, sh, a1, a2, a0, gxf):  # pragma: no cover
+    """``gx = k1 gz + k2 x + k0`` on row ``(b, c)``, ``gx`` in ``x``'s layout."""
+    zero = xf[0] * 0
+    for a in range(na):
+        at = b * sb + c * sc + a * sa
+        gat = b * gb_ + c * gc + a * ga
+        xr, o, gr = xf[at : at + r], gxf[at : at + r], gf[gat : gat + r]
+        for i in range(r):
+            xv = xr[i]
+            gz = gr[i] if xv * sc_ + sh > 0 else zero
+            o[i] = a1 * gz + a2 * xv + a0
+
+
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _grad_sums(gf, xf, nb, nc, na, r, sb, sc, sa, scale, shift, mean, s1, s2):  # pragma: no cover - compiled
-    """Per row: ``s1 = sum gz``, ``s2 = sum gz (x - mean)`` with ``gz = g`` where ``x * scale + shift > 0``."""
+def _grad_sums(gf, gstr, xf, nb, nc, na, r, sb, sc, sa, scale, shift, mean, s1, s2):  # pragma: no cover - compiled
+    """Per row: ``s1 = sum gz``, ``s2 = sum gz (x - mean)`` (``g`` at ``gstr`` = its ``(sb, sc, sa)``)."""
     for t in prange(nb * nc):
         b, c = t // nc, t % nc
-        sc_, sh, mu = scale[b, c], shift[b, c], mean[b, c]
-        zero = xf[0] * 0  # in x's dtype: vectorised sums of r entries (rows are short)
-        a1 = zero
-        a2 = zero
-        for a in range(na):
-            at = b * sb + c * sc + a * sa
-            xr = xf[at : at + r]
-            gr = gf[(t * na + a) * r : (t * na + a + 1) * r]
-            for i in range(r):
-                xv = xr[i]
-                gz = gr[i] if xv * sc_ + sh > 0 else zero
-                a1 += gz
-                a2 += gz * (xv - mu)
-        s1[b, c] = a1
-        s2[b, c] = a2
+        u1, u2 = _row_grad_sums(
+            gf, gstr[0], gstr[1], gstr[2], xf, b, c, na, r, sb, sc, sa, scale[b, c], shift[b, c], mean[b, c]
+        )
+        s1[b, c] = u1
+        s2[b, c] = u2
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def _grad_input(gf, xf, nb, nc, na, r, sb, sc, sa, scale, shift, k1, k2, k0, gxf):  # pragma: no cover - compiled
+def _grad_input(gf, gstr, xf, nb, nc, na, r, sb, sc, sa, scale, shift, k1, k2, k0, gxf):  # pragma: no cover - compiled
     """``gx = k1 gz + k2 x + k0`` per row, ``gz`` as in :func:`_grad_sums`; ``gx`` in ``x``'s layout."""
     for t in prange(nb * nc):
         b, c = t // nc, t % nc
-        sc_, sh, a1, a2, a0 = scale[b, c], shift[b, c], k1[b, c], k2[b, c], k0[b, c]
-        zero = xf[0] * 0
-        for a in range(na):
-            at = b * sb + c * sc + a * sa
-            xr, o = xf[at : at + r], gxf[at : at + r]
-            gr = gf[(t * na + a) * r : (t * na + a + 1) * r]
-            for i in range(r):
-                xv = xr[i]
-                gz = gr[i] if xv * sc_ + sh > 0 else zero
-                o[i] = a1 * gz + a2 * xv + a0
+        _row_grad_input(
+            gf, gstr[0], gstr[1], gstr[2], xf, b, c, na, r, sb, sc, sa, scale[b, c], shift[b, c], k1[b, c], k2[b, c],
+            k0[b, c], gxf,
+        )  # fmt: skip
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def _grad_per_example(
+    gf, gstr, xf, nb, nc, na, r, sb, sc, sa, scale, shift, mean, rstd, s1, s2, gxf
+):  # pragma: no cover
+    """Both passes of a per-example norm row by row (the row's second read comes from cache): the sums, then ``gx``
+    with the statistics' gradient of that row alone."""
+    n = na * r
+    for t in prange(nb * nc):
+        b, c = t // nc, t % nc
+        sc_, sh, mu, rs = scale[b, c], shift[b, c], mean[b, c], rstd[b, c]
+        u1, u2 = _row_grad_sums(gf, gstr[0], gstr[1], gstr[2], xf, b, c, na, r, sb, sc, sa, sc_, sh, mu)
+        s1[b, c] = u1
+        s2[b, c] = u2
+        k2 = -np.float64(sc_) * rs * rs * u2 / n
+        k0 = -np.float64(sc_) * u1 / n - k2 * mu
+        one = xf[0] * 0 + 1
+        _row_grad_input(
+            gf, gstr[0], gstr[1], gstr[2], xf, b, c, na, r, sb, sc, sa, sc_, sh, sc_ * one, k2 * one, k0 * one, gxf
+        )
 
 
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
@@ -141,6 +178,12 @@ def _rows(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ..
         a, r = x.shape[2], x[0, 0, 0].numel()
         return x.permute(order).reshape(-1), (b, c, a, r, r, a * b * r, b * r), order
     return _rows(x.contiguous())
+
+
+def _in_chunks(rows: tuple[int, ...], a: int) -> tuple[int, ...]:
+    """A one-chunk row description of a group map as ``a`` chunks (to pair it with a map stored otherwise)."""
+    nb, nc, na, r, sb, sc, _ = rows
+    return rows if na == a else (nb, nc, a, r // a, sb, sc, r // a)
 
 
 def moments(x: torch.Tensor, per_example: bool) -> tuple[np.ndarray, np.ndarray, int]:
@@ -187,28 +230,35 @@ class _NormReLU(torch.autograd.Function):
         (flat,) = ctx.saved_tensors
         rows, order, shape = ctx.layout
         mean, rstd, scale, shift, from_x, per_example, has_w, has_b = ctx.stats
+        gflat, grows, _ = _rows(grad)  # read in place in either layout (E4's GEMM hands it back stored (C, |A|, B))
+        if grows[2] != rows[2]:
+            rows, grows = _in_chunks(rows, shape[2]), _in_chunks(grows, shape[2])
         nb, nc, na, r = rows[:4]
-        g = grad.contiguous().view(-1).numpy()
-        dt = flat.numpy().dtype
+        g, gstr, xf = gflat.numpy(), np.array(grows[4:]), flat.numpy()
+        dt = xf.dtype
         sc, sh = scale.astype(dt), shift.astype(dt)
         s1, s2 = np.empty((nb, nc)), np.empty((nb, nc))
-        _grad_sums(g, flat.numpy(), *rows, sc, sh, mean.astype(dt), s1, s2)
-        gw = torch.from_numpy((s2 * rstd).sum(0)).to(grad.dtype) if has_w else None
-        gb = torch.from_numpy(s1.sum(0)).to(grad.dtype) if has_b else None
         gx = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and per_example:  # (per-example statistics are always x's own)
+            gxf = torch.empty_like(flat)
+            _grad_per_example(g, gstr, xf, *rows, sc, sh, mean.astype(dt), rstd, s1, s2, gxf.numpy())
+        else:
+            _grad_sums(g, gstr, xf, *rows, sc, sh, mean.astype(dt), s1, s2)
+        if ctx.needs_input_grad[0] and not per_example:
             if from_x:
-                n = na * r if per_example else nb * na * r
-                sg, sgx = (s1, s2) if per_example else (s1.sum(0), s2.sum(0))
-                k2 = np.broadcast_to(-scale * rstd * rstd * sgx / n, (nb, nc))
-                k0 = np.broadcast_to(-scale * sg / n, (nb, nc)) - k2 * mean
+                n = nb * na * r
+                k2 = np.broadcast_to(-scale * rstd * rstd * s2.sum(0) / n, (nb, nc))
+                k0 = np.broadcast_to(-scale * s1.sum(0) / n, (nb, nc)) - k2 * mean
             else:
                 k2 = k0 = np.zeros((nb, nc))
             k1 = np.broadcast_to(scale, (nb, nc))
             gxf = torch.empty_like(flat)
-            _grad_input(g, flat.numpy(), *rows, sc, sh, k1.astype(dt), k2.astype(dt), k0.astype(dt), gxf.numpy())
+            _grad_input(g, gstr, xf, *rows, sc, sh, k1.astype(dt), k2.astype(dt), k0.astype(dt), gxf.numpy())
+        if ctx.needs_input_grad[0]:
             inverse = sorted(range(len(order)), key=order.__getitem__)
             gx = gxf.view([shape[i] for i in order]).permute(inverse)  # x's layout
+        gw = torch.from_numpy((s2 * rstd).sum(0)).to(grad.dtype) if has_w else None
+        gb = torch.from_numpy(s1.sum(0)).to(grad.dtype) if has_b else None
         return gx, gw, gb, None, None, None, None
 
 
