@@ -142,7 +142,7 @@ def test_fused_generator_only_where_declared(monkeypatch):
 
 
 # The register-blocked kernels (stride 1, generated per (hidden, channels per slice, k)) against the generic numba
-# kernels. Grids whose accumulator spans several tiles of _numba_blocked.CHUNK with a ragged last one, k = 3 and 5,
+# kernels. Grids whose accumulator spans several tiles (at most _numba_blocked.CHUNK each, the last one ragged), k = 3 and 5,
 # several slices, float64 and float32; the last case is e4net3d's layer shape.
 BLOCKED_CASES = [
     ("O", 2, 4, 2, 3, 3, (9, 7, 11), torch.float64),
