@@ -43,10 +43,13 @@ AUTHORS = "authors' E4-Net"
 
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("E4 aggregation", ("aggregate",)),
-    ("GEMM (1x1 maps, linear)", ("bmm", "aten::mm", "addmm", "matmul", "_sharedweightbmm", "linear_pointwise")),
+    (
+        "GEMM (1x1 maps, linear)",
+        ("bmm", "aten::mm", "addmm", "matmul", "_sharedweightbmm", "_sharedinputpair", "linear_pointwise"),
+    ),
     ("convolution", ("convolution", "conv2d", "conv3d")),
-    ("norms", ("batch_norm", "group_norm")),
-    ("pooling", ("pool",)),
+    ("norms", ("batch_norm", "group_norm", "_normrelu")),  # _normrelu: a norm with its ReLU fused (norm_relu)
+    ("pooling", ("pool", "_windowmax")),
     ("dropout", ("bernoulli", "dropout")),
     ("activation", ("relu", "clamp_min", "threshold")),
 )
