@@ -285,3 +285,24 @@ def test_a_hook_on_the_generator_sees_it_run_and_counts_stay_the_same():
     stored = e4net.count(create_model("e4net", backend="reference"), (1, 28, 28))  # never fuses
     assert counted.macs == stored.macs and counted.by_module == stored.by_module
     assert any(k.endswith("span") for k in counted.by_module)
+
+
+def test_numba_kernels_keep_torchs_thread_count():
+    """numba's threads follow ``torch.set_num_threads`` (e4net._threads): after E4 layers (2-D and 3-D), the fused
+    norm and the pooling ran forward and backward, torch still has the count the user set, and numba uses it.
+    Without this, starting numba's OpenMP pool reset torch to all cores (a fresh process: nothing started before)."""
+    code = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "import numba, e4net\n"
+        "from e4net import nn as enn\n"
+        "x = torch.randn(2, 4, 24, 4, 4, 4, requires_grad=True)\n"
+        "y = enn.SpatialMaxPool3d(2)(enn.norm_relu(enn.GroupBatchNorm(4, 'O'), enn.E4Conv(4, 4, 3, 'O')(x)))\n"
+        "y.sum().backward()\n"
+        "enn.E4Conv(2, 2, 3, 'p4')(torch.randn(1, 2, 4, 5, 5)).sum().backward()\n"
+        "print(torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["1", "1"]

@@ -18,12 +18,12 @@ use per dtype (``cache=True`` keeps the machine code in ``__pycache__``).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 
 from .. import _memory
+from .._threads import follow_torch
 from . import _numba_blocked as _blocked
 from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side, output_size
@@ -247,13 +247,6 @@ def _backward_task(vf, kf, kbias, index, k, stride, t, nb, nc, na, h, w, ho, wo,
         gbias[t, index[a, u]] = gkx[u].sum()  # the extra (wide-row) columns of gkx are 0
 
 
-def _set_threads() -> int:
-    """Numba's threads follow torch's (capped by ``NUMBA_NUM_THREADS``); returns their number."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    return n
-
-
 # ---- torch.library custom ops: visible to torch.compile / torch.export (fake tensors), differentiable ----------------
 # The op bodies run the compiled kernels on real CPU tensors; the fake implementations give only the output's shape and
 # dtype, so tracing never calls ``.numpy()``. An exported graph holds ``torch.ops.e4net.numba_aggregate`` (importing
@@ -270,7 +263,7 @@ def numba_aggregate(
     k = kernel_side(kernel.shape[2])
     b, c, n, h, w = v.shape
     out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
-    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(), _set_threads())
+    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(), follow_torch())
     return out
 
 
@@ -296,7 +289,7 @@ def numba_aggregate_backward(
     gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
     _backward(
         v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
-        gk.numpy(), gb.numpy(), _set_threads(),
+        gk.numpy(), gb.numpy(), follow_torch(),
     )  # fmt: skip
     return gv, gk, gb.view(nb, ns, na, kk).sum((0, 2))
 
@@ -339,7 +332,7 @@ def numba_aggregate_generated(
     out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
     _forward_generated(
         v.numpy(), hidden.numpy(), weight.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(),
-        _set_threads(),
+        follow_torch(),
     )  # fmt: skip
     return out
 
@@ -371,7 +364,7 @@ def numba_aggregate_generated_blocked(
     vol = v.shape[3] * v.shape[4]
     kernels.forward(
         v.view(-1).numpy(), v.shape[1] * v.shape[2] * vol, vol, hidden.unsqueeze(3).numpy(), weight.numpy(),
-        bias.numpy(), index_array(index), out.unsqueeze(3).numpy(), _set_threads(),
+        bias.numpy(), index_array(index), out.unsqueeze(3).numpy(), follow_torch(),
     )  # fmt: skip
     return out
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
+from .._threads import follow_torch
 from . import _numba_blocked as _blocked
 from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side
@@ -180,6 +181,7 @@ def numba_aggregate_3d(
     v, kernel, kbias = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous()
     out = torch.empty(*v.shape[:3], *kernel.shape[4:], dtype=v.dtype)
     k = kernel_side(kernel.shape[2], 3)
+    follow_torch()
     _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy())
     return out
 
@@ -198,6 +200,7 @@ def numba_aggregate_3d_backward(
     v, kernel, kbias, go = v.contiguous(), kernel.contiguous(), kernel_bias.contiguous(), grad_out.contiguous()
     gv, gk = torch.empty_like(v), torch.empty_like(kernel)
     k = kernel_side(kernel.shape[2], 3)
+    follow_torch()
     _backward(
         v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, go.numpy(), gv.numpy(), gk.numpy()
     )
@@ -425,8 +428,9 @@ def numba_aggregate_generated_3d(
     args = (hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
     if _blocked.applies(stride, nh, cs, k):  # v read in place, also in the layout of E4's shared 1x1 maps
         vf, vb, vs, _ = _blocked.value_layout(v)
-        _blocked.kernels(nh, cs, k).forward(vf.numpy(), vb, vs, *args, out.numpy(), get_num_threads())
+        _blocked.kernels(nh, cs, k).forward(vf.numpy(), vb, vs, *args, out.numpy(), follow_torch())
     else:
+        follow_torch()
         _forward_generated(v.contiguous().numpy(), *args, k, stride, out.numpy())
     return out
 
@@ -454,10 +458,11 @@ def numba_aggregate_generated_3d_backward(
         vf, vb, vs, inside = _blocked.value_layout(v)
         gv, gvf = _blocked.empty_in_layout(v, inside)
         grads = (go.numpy(), gvf.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
-        _blocked.kernels(nh, cs, k).backward(vf.numpy(), vb, vs, *args, *grads, get_num_threads())
+        _blocked.kernels(nh, cs, k).backward(vf.numpy(), vb, vs, *args, *grads, follow_torch())
     else:
         v = v.contiguous()
         gv = torch.empty_like(v)
+        follow_torch()
         _backward_generated(v.numpy(), *args, k, stride, go.numpy(), gv.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
     return gv, gh, gw.sum(0), gb.sum(0)
 

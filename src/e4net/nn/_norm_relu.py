@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._threads import follow_torch
+
 try:
     from numba import njit, prange
 except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
@@ -191,6 +193,7 @@ def moments(x: torch.Tensor, per_example: bool) -> tuple[np.ndarray, np.ndarray,
     C)``, and the number of entries each is taken over."""
     flat, (nb, nc, na, r, sb, sc, sa), _ = _rows(x.detach())
     first, s1, s2 = (np.empty((nb, nc)) for _ in range(3))
+    follow_torch()
     _sums(flat.numpy(), nb, nc, na, r, sb, sc, sa, first, s1, s2)
     count = na * r
     row_mean = first + s1 / count
@@ -219,6 +222,7 @@ class _NormReLU(torch.autograd.Function):
         shift = beta - mean * scale
         dt = flat.numpy().dtype
         y = torch.empty(x.shape, dtype=x.dtype)
+        follow_torch()
         _affine_relu(flat.numpy(), *rows, scale.astype(dt), shift.astype(dt), y.view(-1).numpy())
         ctx.save_for_backward(flat)
         ctx.layout = (rows, order, x.shape)
@@ -239,6 +243,7 @@ class _NormReLU(torch.autograd.Function):
         sc, sh = scale.astype(dt), shift.astype(dt)
         s1, s2 = np.empty((nb, nc)), np.empty((nb, nc))
         gx = None
+        follow_torch()
         if ctx.needs_input_grad[0] and per_example:  # (per-example statistics are always x's own)
             gxf = torch.empty_like(flat)
             _grad_per_example(g, gstr, xf, *rows, sc, sh, mean.astype(dt), rstd, s1, s2, gxf.numpy())

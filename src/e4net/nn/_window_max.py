@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from .._threads import follow_torch
+
 try:
     from numba import njit, prange
 except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
@@ -113,6 +115,7 @@ class _WindowMax(torch.autograd.Function):
         out = x.new_empty(m, d // kd, h // k, w // k)
         arg = torch.empty(out.shape, dtype=torch.int32)
         xf, of, af = x.view(-1).numpy(), out.view(-1).numpy(), arg.view(-1).numpy()
+        follow_torch()
         if k == 2 and kd <= 2:
             _forward_pairs(xf, m, d, h, w, kd, of, af)
         else:
@@ -127,6 +130,7 @@ class _WindowMax(torch.autograd.Function):
         gx = grad.new_empty(ctx.input_shape)
         m = gx.shape[0]
         g = grad.contiguous().view(-1).numpy()
+        follow_torch()
         _backward(g, arg.view(-1).numpy(), m, gx[0].numel(), arg[0].numel(), gx.view(-1).numpy())
         return gx, None, None
 
