@@ -286,3 +286,13 @@ def test_norm_relu_runs_fused_only_where_it_applies(monkeypatch):
 
     graph = torch.fx.symbolic_trace(Block()).graph
     assert [n.op for n in graph.nodes] == ["placeholder", "call_module", "call_function", "output"]
+
+    class Mine(enn.GroupBatchNorm):  # a subclass may change forward (as nn.SyncBatchNorm does): run as a module
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    calls.clear()
+    torch.testing.assert_close(enn.norm_relu(Mine(2, P4), x), torch.relu(Mine(2, P4)(x)))
+    assert not calls
+    y = enn.norm_relu(nn.Identity(), x)  # any module: ReLU of its output, never in place on the input
+    assert torch.equal(y, torch.relu(x)) and (x < 0).any()

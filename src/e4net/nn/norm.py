@@ -78,15 +78,23 @@ class GroupInstanceNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}, group={self.group.name}"
 
 
-def norm_relu(norm: GroupBatchNorm | GroupInstanceNorm, x: torch.Tensor) -> torch.Tensor:
+_FUSED = (GroupBatchNorm, GroupInstanceNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+"""The norms :func:`norm_relu` fuses, by exact type: a subclass may change ``forward`` (e.g. ``nn.SyncBatchNorm``,
+whose statistics span processes), so it runs as a module."""
+
+
+def norm_relu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``ReLU(norm(x))`` with ``norm``'s parameters, statistics and buffers, exactly as the two modules in sequence
     (a batch norm in training mode updates its running statistics and ``num_batches_tracked`` the same way).
 
     On float CPU tensors in eager mode this is one pass over memory each way instead of five, and only ``x`` is
-    kept for the backward pass (:mod:`e4net.nn._norm_relu`; results equal up to float rounding). Elsewhere, or when
-    forward hooks observe ``norm`` (e.g. :func:`e4net.count`'s), it runs ``norm`` and an in-place ReLU.
+    kept for the backward pass (:mod:`e4net.nn._norm_relu`; results equal up to float rounding). Elsewhere, for other
+    modules (any ``norm`` works: ``ReLU(norm(x))``), under ``torch.fx`` tracing, or when forward hooks observe
+    ``norm`` (e.g. :func:`e4net.count`'s), it runs ``norm`` and an in-place ReLU.
     """
-    if isinstance(x, torch.fx.Proxy) or not _norm_relu.applies(x) or observed(norm):  # fx: the two modules
+    if type(norm) not in _FUSED:
+        return F.relu(norm(x))  # not in place: the module's output may be its input (nn.Identity)
+    if isinstance(x, torch.fx.Proxy) or not _norm_relu.applies(x) or observed(norm):
         return F.relu(norm(x), inplace=True)  # the norms' backward passes do not need their output
     if isinstance(norm, GroupInstanceNorm):
         check_feature_map(x, norm.num_features, norm.group, type(norm).__name__)
