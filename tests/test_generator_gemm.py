@@ -183,3 +183,6 @@ def test_e4_with_the_shared_gemm_is_the_e4_layer(group, size, monkeypatch):
     layer(x)
     handle.remove()
     assert not calls
+    layer.value = torch.nn.Sequential(layer.value)  # a module put in V's place (a wrapper): run as modules
+    torch.testing.assert_close(layer(x), ref, rtol=1e-4, atol=1e-5)
+    assert not calls

@@ -172,7 +172,8 @@ class E4Conv(GroupAggregation):
         the same input), on float32 CPU tensors, V and W1 run as one GEMM over the batch whose results the norm and
         the aggregation read in place (:func:`e4net.nn._gemm.shared_input_pair`); else module by module."""
         fused = (
-            self.concat == "both"
+            type(self.value) is GroupConv  # (concat "both"; not a module put in its place)
+            and type(self.reduce) is GroupConv
             and self.stride == 1
             and self.value.bias is None
             and self.reduce.bias is None
