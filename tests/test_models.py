@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import e4net
 from e4net import groups
@@ -592,3 +593,35 @@ def test_flag_logic_on_constructed_rows():
     fine = TableRow("x", "x", "p4", "mnist-rot", 1040, 1_040_000, 1_000_000, 0, paper)
     assert not fine.off and not fine.convention_only and fine.note == ""
     assert "~ [1]" in format_table([conv]) and "! [1]" in format_table([no_agg])
+
+
+def test_conv_norm_act_block_is_the_sequential_of_its_modules():
+    """conv_bn_act's block (ConvNormAct) computes what nn.Sequential of the same modules does (norm and ReLU fused
+    on the CPU), updates the same running statistics, and has the same state_dict keys; a hook on its ReLU, or a
+    module other than nn.ReLU in that place, runs the modules one by one."""
+    import copy
+
+    from e4net.groups import P4
+    from e4net.models.blocks import ConvNormAct, conv_bn_act
+    from e4net.nn import GroupConv
+
+    torch.manual_seed(0)
+    block = conv_bn_act(GroupConv(3, 4, 3, P4), 4, P4, dropout=0.0)
+    assert isinstance(block, ConvNormAct)
+    plain = nn.Sequential(*copy.deepcopy(list(block)))
+    assert list(block.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 3, 4, 6, 6, requires_grad=True)
+    y, want = block(x), plain(x)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block[1].running_var, plain[1].running_var)
+    g = torch.randn_like(y)
+    for a, b in zip(
+        torch.autograd.grad(y, [x, *block.parameters()], g), torch.autograd.grad(want, [x, *plain.parameters()], g)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    seen = []
+    block[2].register_forward_hook(lambda *a: seen.append(1))
+    block(x)
+    assert seen == [1]
+    block[2] = nn.LeakyReLU(0.5)
+    assert (block(x) < 0).any()  # not fused into a ReLU

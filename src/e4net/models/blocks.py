@@ -19,7 +19,7 @@ class ConvNormAct(nn.Sequential):
     ``state_dict``), whose norm and ReLU run as one :func:`e4net.nn.norm_relu` (fused on float CPU tensors)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self) < 3 or not isinstance(self[2], nn.ReLU) or self[2]._forward_hooks or self[2]._forward_pre_hooks:
+        if len(self) < 3 or type(self[2]) is not nn.ReLU or self[2]._forward_hooks or self[2]._forward_pre_hooks:
             return super().forward(x)
         x = norm_relu(self[1], self[0](x))
         for layer in self[3:]:
