@@ -288,7 +288,7 @@ def test_a_hook_on_the_generator_sees_it_run_and_counts_stay_the_same():
 
 
 def test_numba_kernels_keep_torchs_thread_count():
-    """numba's threads follow ``torch.set_num_threads`` (e4net._threads): after E4 layers (2-D and 3-D), the fused
+    """numba's threads follow ``torch.set_num_threads`` (e4net._numba): after E4 layers (2-D and 3-D), the fused
     norm and the pooling ran forward and backward, torch still has the count the user set, and numba uses it.
     Without this, starting numba's OpenMP pool reset torch to all cores (a fresh process: nothing started before)."""
     code = (

@@ -43,6 +43,7 @@ from types import SimpleNamespace
 import numba
 import torch
 
+from .._numba import storage_order
 from ._geometry import kernel_side
 
 CHUNK = 640
@@ -309,28 +310,17 @@ def module_source(nh: int, cs: int, k: int, dims: int = 3) -> str:
     )
 
 
-def value_layout(v: torch.Tensor) -> tuple[torch.Tensor, int, int, bool]:
-    """``v (B, C, |A|, *grid)`` as the kernels read it: ``(flat buffer, vb, vs, batch_inside)``, volume ``(b, c, a)``
-    at ``b vb + (c |A| + a) vs``. Read in place when contiguous, or when stored as ``(C, |A|, B, *grid)`` (the layout
-    in which E4's two 1x1 maps come out of one GEMM over the batch, :func:`e4net.nn._gemm.shared_input_pair`);
-    otherwise a contiguous copy."""
+def value_layout(v: torch.Tensor) -> tuple[torch.Tensor, int, int, tuple[int, ...]]:
+    """``v (B, C, |A|, *grid)`` as the kernels read it: ``(flat buffer, vb, vs, order)``, volume ``(b, c, a)`` at
+    ``b vb + (c |A| + a) vs``, ``order`` that of :func:`e4net._numba.storage_order` (read in place when contiguous or
+    stored as ``(C, |A|, B, *grid)``, E4's shared 1x1 maps; otherwise a contiguous copy)."""
+    order = storage_order(v)
+    if order is None:
+        v, order = v.contiguous(), tuple(range(v.dim()))
     vol = math.prod(v.shape[3:])
-    if v.is_contiguous():
-        return v.reshape(-1), v.shape[1] * v.shape[2] * vol, vol, False
-    inside = v.permute(1, 2, 0, *range(3, v.dim()))
-    if inside.is_contiguous():
-        return inside.reshape(-1), vol, v.shape[0] * vol, True
-    return value_layout(v.contiguous())
-
-
-def empty_in_layout(v: torch.Tensor, batch_inside: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """An uninitialised tensor shaped like ``v`` in the layout :func:`value_layout` reported, and its flat buffer."""
-    if not batch_inside:
-        flat = torch.empty(v.numel(), dtype=v.dtype, device=v.device)
-        return flat.view(v.shape), flat
-    b, c, a, *grid = v.shape
-    flat = torch.empty(v.numel(), dtype=v.dtype, device=v.device)
-    return flat.view(c, a, b, *grid).permute(2, 0, 1, *range(3, v.dim())), flat
+    if order[0] == 0:
+        return v.reshape(-1), v.shape[1] * v.shape[2] * vol, vol, order
+    return v.permute(order).reshape(-1), vol, v.shape[0] * vol, order
 
 
 def cache_dir() -> Path:

@@ -23,7 +23,7 @@ import torch
 from numba import njit, prange
 
 from .. import _memory
-from .._threads import follow_torch
+from .._numba import follow_torch
 from . import _numba_blocked as _blocked
 from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side, output_size

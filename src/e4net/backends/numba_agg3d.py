@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .._threads import follow_torch
+from .._numba import empty_stored, follow_torch
 from . import _numba_blocked as _blocked
 from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side
@@ -455,8 +455,8 @@ def numba_aggregate_generated_3d_backward(
     nh, cs, k = _blocked.sizes(v, hidden, weight, index)
     args = (hidden.numpy(), weight.numpy(), b2.numpy(), index_array(index))
     if _blocked.applies(stride, nh, cs, k):  # grad_v in v's layout (_blocked.value_layout)
-        vf, vb, vs, inside = _blocked.value_layout(v)
-        gv, gvf = _blocked.empty_in_layout(v, inside)
+        vf, vb, vs, order = _blocked.value_layout(v)
+        gv, gvf = empty_stored(v.shape, order, v.dtype)
         grads = (go.numpy(), gvf.numpy(), gh.numpy(), gw.numpy(), gb.numpy())
         _blocked.kernels(nh, cs, k).backward(vf.numpy(), vb, vs, *args, *grads, follow_torch())
     else:

@@ -190,17 +190,18 @@ class _SharedInputPair(torch.autograd.Function):
     def backward(ctx, ga: torch.Tensor | None, gb: torch.Tensor | None):  # type: ignore[override]
         xm, wa, wb = ctx.saved_tensors
         k, b = xm.shape[0], ctx.batch
-        gx = gwa = gwb = None
-        grads = [(w, _batch_inside(g)) for w, g in ((wa, ga), (wb, gb)) if g is not None]
-        if ctx.needs_input_grad[0] and grads:
-            gxm = _times_transposed(grads[0][0].t().contiguous(), grads[0][1].t())  # (K, B N) = Wa^T Ga
-            for w, g in grads[1:]:
-                gxm += _times_transposed(w.t().contiguous(), g.t())
+        gx = None
+        mats = [None if g is None else _batch_inside(g) for g in (ga, gb)]  # (M, B N) each
+        terms = [(w, m) for w, m in zip((wa, wb), mats) if m is not None]
+        if ctx.needs_input_grad[0] and terms:
+            gxm = _times_transposed(terms[0][0].t().contiguous(), terms[0][1].t())  # (K, B N) = W^T G
+            for w, m in terms[1:]:
+                gxm += _times_transposed(w.t().contiguous(), m.t())
             gx = gxm.view(k, b, -1).transpose(0, 1)  # (B, K, N) in the layout of the maps
-        if ga is not None and ctx.needs_input_grad[1]:
-            gwa = _times_transposed(grads[0][1], xm)  # Ga @ X^T, the sum over the batch and pixels in one GEMM
-        if gb is not None and ctx.needs_input_grad[2]:
-            gwb = _times_transposed(grads[-1][1], xm)
+        gwa, gwb = (  # G @ X^T: the sum over the batch and pixels in one GEMM
+            _times_transposed(m, xm) if m is not None and need else None
+            for m, need in zip(mats, ctx.needs_input_grad[1:])
+        )
         return gx, gwa, gwb
 
 

@@ -21,18 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._threads import follow_torch
-
-try:
-    from numba import njit, prange
-except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
-    NUMBA = False
-    prange = range
-
-    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the functions stay plain Python, never called
-        return lambda f: f
-else:
-    NUMBA = True
+from .._numba import NUMBA, empty_stored, follow_torch, njit, prange, storage_order
 
 _FAST = {"reassoc", "contract", "arcp"}  # vectorised sums; NaN / inf kept as IEEE (no "nnan" / "ninf")
 
@@ -167,19 +156,18 @@ def _grad_per_example(
 
 
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
-    """``x (B, C, ...)`` as the kernels read it: a flat buffer, ``(nb, nc, na, r, sb, sc, sa)`` and the permutation
-    that makes ``x`` contiguous. A contiguous map is one chunk per row; a group map ``(B, C, |A|, *grid)`` stored as
-    ``(C, |A|, B, *grid)`` (E4's 1x1 maps, :func:`e4net.nn._gemm.shared_input_pair`) is read in place, ``|A|``
-    chunks per row; anything else is copied first."""
+    """``x (B, C, ...)`` as the kernels read it: a flat buffer, ``(nb, nc, na, r, sb, sc, sa)`` and the order of its
+    dims in memory (:func:`e4net._numba.storage_order`). A contiguous map is one chunk per row; a group map stored as
+    ``(C, |A|, B, *grid)`` is read in place, ``|A|`` chunks per row; anything else is copied first."""
+    order = storage_order(x)
+    if order is None:
+        x, order = x.contiguous(), tuple(range(x.dim()))
     b, c = x.shape[:2]
-    if x.is_contiguous():
+    if order[0] == 0:
         r = x[0, 0].numel()
-        return x.reshape(-1), (b, c, 1, r, c * r, r, 0), tuple(range(x.dim()))
-    order = (1, 2, 0, *range(3, x.dim()))
-    if x.dim() >= 4 and x.permute(order).is_contiguous():
-        a, r = x.shape[2], x[0, 0, 0].numel()
-        return x.permute(order).reshape(-1), (b, c, a, r, r, a * b * r, b * r), order
-    return _rows(x.contiguous())
+        return x.reshape(-1), (b, c, 1, r, c * r, r, 0), order
+    a, r = x.shape[2], x[0, 0, 0].numel()
+    return x.permute(order).reshape(-1), (b, c, a, r, r, a * b * r, b * r), order
 
 
 def _in_chunks(rows: tuple[int, ...], a: int) -> tuple[int, ...]:
@@ -244,8 +232,9 @@ class _NormReLU(torch.autograd.Function):
         s1, s2 = np.empty((nb, nc)), np.empty((nb, nc))
         gx = None
         follow_torch()
+        if ctx.needs_input_grad[0]:
+            gx, gxf = empty_stored(shape, order, flat.dtype)  # x's layout
         if ctx.needs_input_grad[0] and per_example:  # (per-example statistics are always x's own)
-            gxf = torch.empty_like(flat)
             _grad_per_example(g, gstr, xf, *rows, sc, sh, mean.astype(dt), rstd, s1, s2, gxf.numpy())
         else:
             _grad_sums(g, gstr, xf, *rows, sc, sh, mean.astype(dt), s1, s2)
@@ -257,11 +246,7 @@ class _NormReLU(torch.autograd.Function):
             else:
                 k2 = k0 = np.zeros((nb, nc))
             k1 = np.broadcast_to(scale, (nb, nc))
-            gxf = torch.empty_like(flat)
             _grad_input(g, gstr, xf, *rows, sc, sh, k1.astype(dt), k2.astype(dt), k0.astype(dt), gxf.numpy())
-        if ctx.needs_input_grad[0]:
-            inverse = sorted(range(len(order)), key=order.__getitem__)
-            gx = gxf.view([shape[i] for i in order]).permute(inverse)  # x's layout
         gw = torch.from_numpy((s2 * rstd).sum(0)).to(grad.dtype) if has_w else None
         gb = torch.from_numpy(s1.sum(0)).to(grad.dtype) if has_b else None
         return gx, gw, gb, None, None, None, None

@@ -18,18 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .._threads import follow_torch
-
-try:
-    from numba import njit, prange
-except ImportError:  # numba is optional at run time: without it the layers run torch's ops (applies() is False)
-    NUMBA = False
-    prange = range
-
-    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the functions stay plain Python, never called
-        return lambda f: f
-else:
-    NUMBA = True
+from .._numba import NUMBA, follow_torch, njit, prange
 
 
 def applies(x: torch.Tensor) -> bool:
