@@ -209,22 +209,52 @@ def test_blocked_kernels_only_where_generated(monkeypatch):
 
 
 def test_blocked_kernel_modules(tmp_path, monkeypatch):
-    """The generated module is written once under $E4NET_CACHE_DIR, named after its source (never stale); an
-    unusable cache directory falls back to a temporary one."""
+    """The generated module is written once under $E4NET_CACHE, named after its source (never stale); an unusable
+    cache directory falls back to a temporary one."""
     import e4net.backends._numba_blocked as blocked
 
-    monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("E4NET_CACHE", str(tmp_path))
     first = blocked.kernels.__wrapped__(2, 1, 3)
     assert first.path.parent == tmp_path / "numba-kernels" and first.path.name.startswith("blocked3d_h2_c1_k3_")
     assert blocked.kernels.__wrapped__(2, 1, 3).path == first.path
     assert first.path.read_text() == blocked.module_source(2, 1, 3)
     assert blocked.module_source(2, 1, 3) != blocked.module_source(2, 1, 5)
     (tmp_path / "file").write_text("")
-    monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path / "file"))  # cannot hold a directory
+    monkeypatch.setenv("E4NET_CACHE", str(tmp_path / "file"))  # cannot hold a directory
     fallback = blocked.kernels.__wrapped__(2, 1, 3)
     assert tmp_path not in fallback.path.parents and fallback.path.read_text() == first.path.read_text()
     with pytest.raises(ValueError, match="no blocked kernels"):
         blocked.kernels.__wrapped__(blocked.MAX_REGISTERS, 1, 3)
+
+
+def test_stale_kernel_modules_are_pruned(tmp_path, monkeypatch):
+    """A generated module not loaded for STALE_DAYS goes, with numba's cache of its machine code; one loaded since
+    (loading touches it) and unrelated files stay."""
+    import os
+    import time
+
+    import e4net.backends._numba_blocked as blocked
+
+    monkeypatch.setenv("E4NET_CACHE", str(tmp_path))
+    folder = tmp_path / "numba-kernels"
+    code = folder / "__pycache__"
+    code.mkdir(parents=True)
+    old = time.time() - (blocked.STALE_DAYS + 1) * 86400
+    stale = folder / "blocked3d_h2_c1_k3_0123456789abcdef0123.py"
+    machine = [code / f"{stale.stem}.forward-212.py311.nbi", code / f"{stale.stem}.forward-212.py311.1.nbc"]
+    kept = [folder / "notes.txt", code / "blocked3d_h2_c1_k3_0123456789abcdef0124.forward-212.py311.nbi"]
+    for path in [stale, *machine, *kept]:
+        path.write_text("x")
+        os.utime(path, (old, old))
+    live = blocked.kernels.__wrapped__(2, 1, 3)  # the first load in this folder prunes it
+    assert not stale.exists() and not any(p.exists() for p in machine)
+    assert all(p.exists() for p in kept) and live.path.exists()
+    os.utime(live.path, (old, old))
+    blocked.kernels.__wrapped__(2, 1, 3)  # loaded again: touched, fresh
+    assert live.path.stat().st_mtime > old + 86400 and blocked.prune.__wrapped__(folder) == []
+    later = time.time() + (blocked.STALE_DAYS + 1) * 86400
+    assert blocked.prune.__wrapped__(folder, now=later)[0] == live.path and not live.path.exists()
+    assert all(p.exists() for p in kept)
 
 
 def test_dispatcher_routes_by_rank():

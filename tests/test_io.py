@@ -1,5 +1,5 @@
 """``e4net.io``: atomic writes (the old file survives a failed write), JSON files with non-finite values, plain
-warnings on stderr."""
+warnings on stderr, the one cache folder of the package."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from e4net.io import PlainWarning, append_jsonl, atomic_write_bytes, install_plain_warnings, write_json
+from e4net.io import PlainWarning, append_jsonl, atomic_write_bytes, cache_root, install_plain_warnings, write_json
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -55,3 +55,22 @@ def test_plain_warnings_are_one_line_on_stderr(capsys, monkeypatch):
         warnings.warn(UserWarning("other"), stacklevel=1)
     assert capsys.readouterr().err == "warning: not the official file\n"
     assert shown == ["other"]  # other warnings keep the previous display
+
+
+def test_one_cache_folder_for_data_and_kernels(tmp_path, monkeypatch):
+    """$E4NET_CACHE, else the kernels' older $E4NET_CACHE_DIR, else $XDG_CACHE_HOME/e4net, else ~/.cache/e4net; the
+    data sets' cache and the generated kernels' folder both follow it."""
+    from e4net.backends._numba_blocked import cache_dir as kernel_dir
+    from e4net.data._files import cache_dir as data_dir
+
+    for name in ("E4NET_CACHE", "E4NET_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "e4net"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "e4net"
+    monkeypatch.setenv("E4NET_CACHE_DIR", str(tmp_path / "old"))
+    assert cache_root() == tmp_path / "old"
+    monkeypatch.setenv("E4NET_CACHE", str(tmp_path / "new"))
+    assert cache_root() == tmp_path / "new"
+    assert data_dir() == tmp_path / "new" and kernel_dir() == tmp_path / "new" / "numba-kernels"

@@ -4,6 +4,7 @@
   its final name: a temporary file in the same folder, fsync, ``os.replace``; the previous file survives a failure.
 * :func:`write_json` -- an indented JSON file, written atomically; :func:`append_jsonl` -- one durable JSON line.
   Both write non-finite floats as ``null`` (``NaN`` is not JSON), so a diverged run still leaves valid files.
+* :func:`cache_root` -- the one folder where e4net keeps what it can rebuild (parsed data sets, compiled kernels).
 * :class:`PlainWarning` and :func:`install_plain_warnings` -- warnings meant for the user of the command line
   (e.g. a data file that is not the official one), shown as one plain line on stderr instead of Python's
   ``file:line: Category: message`` format.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "cache_root",
     "atomic_write_bytes",
     "write_json",
     "append_jsonl",
@@ -29,6 +31,23 @@ __all__ = [
     "PlainWarning",
     "install_plain_warnings",
 ]
+
+
+CACHE_ENV = "E4NET_CACHE"
+"""The environment variable naming :func:`cache_root` (``E4NET_CACHE_DIR``, the compiled kernels' name for it up to
+the ninth session, is still read after it)."""
+
+
+def cache_root() -> Path:
+    """The folder where e4net keeps what it can rebuild, for every part of the package: ``$E4NET_CACHE``, else
+    ``$E4NET_CACHE_DIR``, else ``$XDG_CACHE_HOME/e4net``, else ``~/.cache/e4net``. It holds the parsed data sets'
+    binary copies and checksums (:mod:`e4net.data`) and, under ``numba-kernels``, the generated numba kernels and
+    their machine code (:mod:`e4net.backends._numba_blocked`). Deleting it only costs the time to rebuild."""
+    for name in (CACHE_ENV, "E4NET_CACHE_DIR"):
+        if os.environ.get(name):
+            return Path(os.environ[name])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "e4net"
 
 
 def atomic_write_bytes(path: str | Path, writer: Callable[[IO[bytes]], object]) -> None:

@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,7 @@ import numba
 import torch
 
 from .._numba import storage_order
+from ..io import cache_root
 from ._geometry import kernel_side
 
 CHUNK = 640
@@ -324,12 +326,41 @@ def value_layout(v: torch.Tensor) -> tuple[torch.Tensor, int, int, tuple[int, ..
 
 
 def cache_dir() -> Path:
-    """Where the generated modules (and numba's cache of their machine code, in ``__pycache__``) are kept:
-    ``$E4NET_CACHE_DIR``, else ``$XDG_CACHE_HOME/e4net``, else ``~/.cache/e4net``; then ``numba-kernels``."""
-    root = os.environ.get("E4NET_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "e4net"
-    )
-    return Path(root) / "numba-kernels"
+    """Where the generated modules (and numba's cache of their machine code, in ``__pycache__``) are kept: the
+    ``numba-kernels`` folder of :func:`e4net.io.cache_root` (``$E4NET_CACHE``, else ``~/.cache/e4net``). A module not
+    loaded for :data:`STALE_DAYS` is deleted with its machine code (:func:`prune`)."""
+    return cache_root() / "numba-kernels"
+
+
+STALE_DAYS = 30
+"""A generated module that no process has loaded for this many days is deleted, with numba's cache of its machine
+code. Each change of the kernels' source, of e4net's loaders or of numba's version names new modules
+(:func:`_fingerprint`), and each new layer shape adds one; without pruning, the folder only grows (it held 145 MB
+after the eighth session's development, on one machine)."""
+
+
+@functools.cache
+def prune(directory: Path | None = None, now: float | None = None) -> list[Path]:
+    """Delete the generated modules of ``directory`` (:func:`cache_dir` by default) not loaded for
+    :data:`STALE_DAYS` (a load touches its module file), with their machine code in ``__pycache__``; the paths
+    deleted. Run once per process, by the first :func:`kernels` call. Files that vanish or resist meanwhile
+    (another process, a read-only folder) are left alone."""
+    directory = cache_dir() if directory is None else directory
+    cutoff = (time.time() if now is None else now) - STALE_DAYS * 86400
+    removed: list[Path] = []
+    try:
+        modules = [p for p in directory.glob("blocked*d_h*_c*_k*_*.py") if p.stat().st_mtime < cutoff]
+    except OSError:
+        return removed
+    for module in modules:
+        machine_code = list((directory / "__pycache__").glob(f"{module.stem}.*"))
+        for path in [module, *machine_code]:
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 def _fingerprint(source: str) -> str:
@@ -353,8 +384,9 @@ def _write(directory: Path, name: str, source: str) -> Path:
 @functools.cache
 def kernels(nh: int, cs: int, k: int, dims: int = 3) -> SimpleNamespace:
     """The compiled split-level kernels for ``(nh, cs, k)`` (``.forward``, ``.backward``), from the module written
-    to :func:`cache_dir` (numba caches their machine code beside it: compiled once per machine, about 7 s). Where
-    that directory is not writable, a temporary one is used (compiled once per process)."""
+    to :func:`cache_dir` (numba caches their machine code beside it: compiled once per machine, about 7 s; modules
+    unused for :data:`STALE_DAYS` are deleted, :func:`prune`). Where that directory is not writable, a temporary one
+    is used (compiled once per process)."""
     if not supported(nh, cs, k):
         raise ValueError(f"no blocked kernels for nh={nh}, cs={cs}, k={k} (see supported())")
     _allow_overlap_checks()
@@ -364,6 +396,12 @@ def kernels(nh: int, cs: int, k: int, dims: int = 3) -> SimpleNamespace:
         path = _write(cache_dir(), name, source)
     except OSError:
         path = _write(Path(tempfile.mkdtemp(prefix="e4net-numba-")), name, source)
+    else:
+        try:
+            os.utime(path)  # loaded now: not stale (prune)
+        except OSError:  # e.g. a shared cache written by another user: used as it is
+            pass
+        prune(path.parent)
     spec = importlib.util.spec_from_file_location(f"e4net_generated_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # numba's cache of the parallel kernels refers to the module by name

@@ -6,7 +6,8 @@ reading. The general helpers (atomic writes, plain warnings) are in :mod:`e4net.
 * :func:`download` -- fetch a URL with :mod:`urllib` into ``DIR/name`` atomically (temporary file + ``os.replace``),
   verifying the checksum before the file appears under its final name.
 * :func:`cached_arrays` -- a ``.npz`` copy of parsed arrays, beside the source if that folder is writable, else in
-  ``$E4NET_CACHE`` or ``~/.cache/e4net``; invalidated when the source's size, mtime or first MiB change.
+  :func:`e4net.io.cache_root` (``$E4NET_CACHE``, ``~/.cache/e4net``); invalidated when the source's size, mtime or
+  first MiB change.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import E4NetError
-from ..io import PlainWarning, atomic_write_bytes
+from ..io import PlainWarning, atomic_write_bytes, cache_root
 
 CACHE_VERSION = 1
 
@@ -150,7 +151,8 @@ def download(url: str, dest: Path, expected_md5: str, *, verify: bool = True, ch
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("E4NET_CACHE") or Path.home() / ".cache" / "e4net")
+    """The data sets' cache: :func:`e4net.io.cache_root` itself."""
+    return cache_root()
 
 
 def source_fingerprint(paths: list[Path]) -> dict:
