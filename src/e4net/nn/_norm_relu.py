@@ -82,7 +82,8 @@ def _affine_relu(xf, nb, nc, na, r, sb, sc, sa, scale, shift, yf):  # pragma: no
 @njit(inline="always")
 def _row_grad_sums(gf, gb_, gc, ga, xf, b, c, na, r, sb, sc, sa, sc_, sh, mu):  # pragma: no cover - compiled
     """``(sum gz, sum gz (x - mean))`` of row ``(b, c)``, ``gz = g`` where ``x * scale + shift > 0``."""
-    zero = xf[0] * 0  # in x's dtype: vectorised sums of r entries (rows are short)
+    zero = xf[0] * 0  # float64 (numba types float32 * int as float64): the sums run in float64; a float32 zero
+    # (xf.dtype.type(0)) measured no faster (ninth session), and float64 keeps them exact for long rows
     a1 = zero
     a2 = zero
     for a in range(na):
