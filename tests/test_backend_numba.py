@@ -22,7 +22,7 @@ from e4net.nn import E4Conv
 
 pytest.importorskip("numba", reason="numba is not installed: the fused CPU backend is not registered")
 
-from e4net.backends import _numba_blocked, numba_agg  # noqa: E402
+from e4net.backends import _numba_blocked, _numba_stored2d, numba_agg  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +81,26 @@ def test_gradcheck_float64(group, c, s, stride, h, w, fast):
     bias = torch.randn(s, 9, dtype=torch.float64, requires_grad=True)
     fn = lambda a, bb, kb: numba_agg.numba_aggregate(a, bb, kb, perm, stride)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (v, ker, bias), fast_mode=fast)
+
+
+@pytest.mark.parametrize("group,c,s,k,size", [(P4, 16, 2, 5, 9), (P4M, 6, 3, 3, 7), (P4, 17, 1, 3, 5)])
+def test_blocked_stored_kernel_loops_equal_the_generic_ones(monkeypatch, group, c, s, k, size):
+    """Stride 1 with at most 16 channels per slice (E4-Net's layers: 16 channels, 2 slices, k = 5) runs the
+    register-blocked loops of ``_numba_stored2d``; their output and the gradients of v, the kernels and the bias equal
+    the generic kernels' (17 channels in one slice: the generic kernels, which must not call them)."""
+    v, ker, perm = _inputs(group, 2, c, s, k, size, size, 1, torch.float32, seed=7)
+    bias = torch.randn(s, k * k, requires_grad=True)
+    calls = []
+    real = _numba_stored2d.kernels
+    monkeypatch.setattr(_numba_stored2d, "kernels", lambda *a: calls.append(a) or real(*a))
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(_numba_stored2d, "ENABLED", enabled)
+        out = numba_agg.numba_aggregate(v, ker, bias, perm, 1)
+        results.append((out, *torch.autograd.grad(out, (v, ker, bias), torch.ones_like(out))))
+    assert calls == ([(c // s, k)] * 2 if c // s <= _numba_stored2d.MAX_CHANNELS else [])
+    for name, x, y in zip(("out", "grad_v", "grad_kernel", "grad_bias"), *results):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @settings(max_examples=25, deadline=None)

@@ -9,7 +9,9 @@ without the k^2-fold unfold, without the transformed copy of the kernel (the rel
 read inside the loop) and without padding ``v`` (the valid output range of each offset is computed instead). The
 work is split over ``(batch, slice, group element)`` so every generated k x k kernel plane stays in cache while it
 is reused by the ``C / s`` channels of its slice, and the backward pass writes ``grad_v`` and ``grad_kernel`` of one
-split without atomics. Memory: the output (forward) and the two gradients (backward), nothing else.
+split without atomics. Memory: the output (forward) and the two gradients (backward), nothing else. At stride 1
+with at most 16 channels per slice (E4-Net's layers) both passes run the register-blocked loops of
+:mod:`e4net.backends._numba_stored2d` instead.
 
 Runs on float32 and float64 CPU tensors, all of one dtype: that is what its declaration in :mod:`e4net.backends`
 says, and the dispatcher sends it nothing else (other tensors go to the ``shift`` fallback there). Compiled on first
@@ -25,6 +27,7 @@ from numba import njit, prange
 from .. import _memory
 from .._numba import follow_torch
 from . import _numba_blocked as _blocked
+from . import _numba_stored2d as _stored
 from ._custom_ops import index_array, register_backward
 from ._geometry import kernel_side, output_size
 
@@ -263,7 +266,11 @@ def numba_aggregate(
     k = kernel_side(kernel.shape[2])
     b, c, n, h, w = v.shape
     out = _memory.empty((b, c, n, output_size(h, k, stride), output_size(w, k, stride)), v.dtype)
-    _forward(v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), k, stride, out.numpy(), follow_torch())
+    args = (v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index))
+    if _stored.applies(stride, c, kernel.shape[1], k):  # the slice's channels in registers
+        _stored.kernels(c // kernel.shape[1], k).forward(*args, out.numpy(), follow_torch())
+    else:
+        _forward(*args, k, stride, out.numpy(), follow_torch())
     return out
 
 
@@ -287,10 +294,12 @@ def numba_aggregate_backward(
     gk = _memory.empty_like(kernel)
     nb, ns, kk, na = kernel.shape[:4]
     gb = torch.empty((nb * ns * na, kk), dtype=v.dtype)  # per (batch, slice, group element) partial sums
-    _backward(
-        v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index), kernel_side(kk), stride, go.numpy(), gv.numpy(),
-        gk.numpy(), gb.numpy(), follow_torch(),
-    )  # fmt: skip
+    args, k = (v.numpy(), kernel.numpy(), kbias.numpy(), index_array(index)), kernel_side(kk)
+    grads = (go.numpy(), gv.numpy(), gk.numpy(), gb.numpy(), follow_torch())
+    if _stored.applies(stride, v.shape[1], ns, k):
+        _stored.kernels(v.shape[1] // ns, k).backward(*args, *grads)
+    else:
+        _backward(*args, k, stride, *grads)
     return gv, gk, gb.view(nb, ns, na, kk).sum((0, 2))
 
 
