@@ -16,8 +16,9 @@ must be a constant of the compiled code) and loaded like the 3-D blocked kernels
   1`` zeros so that no read leaves the buffers: every output is written once, no read-modify-write of shifted rows.
 
 Measured (one E4-Net E4 layer, batch 128, 2 threads, called directly against the generic kernels): 28x28 forward
-12.6 -> 11.5 ms, backward 27.6 -> 20.2 ms; 14x14 4.8 -> 4.2 / 12.3 -> 7.8; 7x7 2.4 -> 1.7 / 7.0 -> 3.8. At 28x28
-about two thirds of what remains is moving the 80 MB kernel tensor and its gradient. Results equal the generic
+12.6 -> 11.5 ms, backward 27.6 -> 20.2 ms; 14x14 4.8 -> 4.2 / 12.3 -> 7.8; 7x7 2.4 -> 1.7 / 7.0 -> 3.8. Copying the
+short rows with explicit loops instead of numba's slice assignment then took 28x28 to 10.3 / 19.5 ms and 7x7 to
+1.5 / 2.9. At 28x28 most of what remains is moving the 80 MB kernel tensor and its gradient. Results equal the generic
 kernels' up to float rounding (tests/test_backend_numba.py).
 """
 
@@ -113,8 +114,11 @@ def load_planes(src, b, j, a, nc, ns, na, h, w, wp, dst, off):  # the slice's ch
     plane = h * w
     for ci in range(CS):
         cb = ((b * nc + j + ci * ns) * na + a) * plane
+        row = dst[ci]
         for y in range(h):
-            dst[ci, off + y * wp : off + y * wp + w] = src[cb + y * w : cb + (y + 1) * w]
+            d, s = row[off + y * wp : off + y * wp + w], src[cb + y * w : cb + (y + 1) * w]
+            for x in range(w):  # explicit loops: numba's slice assignment costs more per (short) row
+                d[x] = s[x]
 
 
 @njit(cache=True, fastmath=True)
@@ -122,8 +126,11 @@ def store_planes(buf, off, wp, b, j, a, nc, ns, na, h, w, dst):
     plane = h * w
     for ci in range(CS):
         cb = ((b * nc + j + ci * ns) * na + a) * plane
+        row = buf[ci]
         for y in range(h):
-            dst[cb + y * w : cb + (y + 1) * w] = buf[ci, off + y * wp : off + y * wp + w]
+            d, s = dst[cb + y * w : cb + (y + 1) * w], row[off + y * wp : off + y * wp + w]
+            for x in range(w):
+                d[x] = s[x]
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -175,8 +182,11 @@ def backward(v, ker, kbias, index, go, gv, gk, gbias, nthreads):
             grad_value_rows(kxm, gxm, m0, gvp, wp, npad)
             for u in range(kk):
                 kb = (((b * ns + j) * kk + index[a, u]) * na + a) * plane
+                grow = gkx[u]
                 for y in range(h):
-                    gkf[kb + y * w : kb + (y + 1) * w] = gkx[u, y * wp : y * wp + w]
+                    d, s = gkf[kb + y * w : kb + (y + 1) * w], grow[y * wp : y * wp + w]
+                    for x in range(w):
+                        d[x] = s[x]
                 gbias[t, index[a, u]] = gkx[u].sum()  # scratch columns are 0 (grad_out's are)
             store_planes(gvp, p * wp + p, wp, b, j, a, nc, ns, na, h, w, gvf)
 """
